@@ -1,0 +1,206 @@
+//! Hearth's own access tokens: ES256 JWTs signed with a per-tenant key kept in the database.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::elliptic_curve::rand_core::OsRng;
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{SigningKeyRow, Store, StoreError};
+use crate::tenant::TenantId;
+
+const ALG: &str = "ES256";
+
+/// The claims of a Hearth access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub scope: String,
+    /// The tenant the token is for; must equal the tenant in the URL.
+    pub hearth_tenant: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's signing key is unknown")]
+    UnknownKey,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token was issued for another tenant")]
+    WrongTenant,
+    #[error("key error: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Generate a P-256 key; the kid is its RFC 7638 JWK thumbprint.
+pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
+    let secret = p256::SecretKey::random(&mut OsRng);
+    let pem = secret
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| TokenError::Key(e.to_string()))?;
+    let jwk: serde_json::Value = serde_json::from_str(&secret.public_key().to_jwk_string())
+        .map_err(|e| TokenError::Key(e.to_string()))?;
+    let field = |name: &str| jwk.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let thumbprint_input = format!(
+        r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
+        field("crv"),
+        field("kty"),
+        field("x"),
+        field("y")
+    );
+    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
+    let public_jwk = serde_json::json!({
+        "kty": field("kty"), "crv": field("crv"), "x": field("x"), "y": field("y"),
+        "kid": kid, "alg": ALG, "use": "sig",
+    });
+    Ok(SigningKeyRow {
+        kid,
+        alg: ALG.to_owned(),
+        private_key_pem: pem.to_string(),
+        public_jwk,
+    })
+}
+
+/// Signs and verifies Hearth tokens; caches verification keys per tenant and kid.
+pub struct TokenService {
+    store: Store,
+    verifying_keys: RwLock<HashMap<(TenantId, String), DecodingKey>>,
+}
+
+impl TokenService {
+    pub fn new(store: Store) -> Self {
+        TokenService {
+            store,
+            verifying_keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's newest signing key, generated and stored on first use.
+    async fn signing_key(&self, tenant: &TenantId) -> Result<SigningKeyRow, TokenError> {
+        if let Some(key) = self.store.signing_keys(tenant).await?.into_iter().next() {
+            return Ok(key);
+        }
+        let key = generate_signing_key()?;
+        self.store.insert_signing_key(tenant, &key).await?;
+        Ok(key)
+    }
+
+    /// Mint a token for `tenant`, for `audience` (the tenant's FHIR base, also the issuer).
+    pub async fn mint(
+        &self,
+        tenant: &TenantId,
+        fhir_base: &str,
+        subject: &str,
+        scope: &str,
+        ttl_secs: u64,
+    ) -> Result<String, TokenError> {
+        let key = self.signing_key(tenant).await?;
+        let now = chrono::Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: fhir_base.to_owned(),
+            sub: subject.to_owned(),
+            aud: fhir_base.to_owned(),
+            exp: now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scope.to_owned(),
+            hearth_tenant: tenant.to_string(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("at+jwt".to_owned());
+        let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes())
+            .map_err(|e| TokenError::Key(e.to_string()))?;
+        jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| TokenError::Key(e.to_string()))
+    }
+
+    async fn verifying_key(&self, tenant: &TenantId, kid: &str) -> Result<DecodingKey, TokenError> {
+        let cache_key = (tenant.clone(), kid.to_owned());
+        if let Ok(cache) = self.verifying_keys.read()
+            && let Some(key) = cache.get(&cache_key)
+        {
+            return Ok(key.clone());
+        }
+        let row = self
+            .store
+            .signing_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::UnknownKey)?;
+        let key = public_decoding_key(&row).map_err(|e| TokenError::Key(e.to_string()))?;
+        if let Ok(mut cache) = self.verifying_keys.write() {
+            cache.insert(cache_key, key.clone());
+        }
+        Ok(key)
+    }
+
+    /// Verify a bearer token presented to `url_tenant`, whose FHIR base is `fhir_base`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        url_tenant: &TenantId,
+        fhir_base_of: impl Fn(&TenantId) -> String,
+    ) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(TokenError::Invalid("unsupported alg".into()));
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid("no kid".into()))?;
+        // The key is looked up in the tenant the token claims; the signature then proves the
+        // claim, and a verified token for another tenant is a 403, not a 401.
+        let claimed = unverified_tenant(token)?;
+        let key = self.verifying_key(&claimed, &kid).await?;
+        let base = fhir_base_of(&claimed);
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&base]);
+        validation.set_audience(&[&base]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            }
+        })?;
+        if data.claims.hearth_tenant != url_tenant.as_str() {
+            return Err(TokenError::WrongTenant);
+        }
+        Ok(data.claims)
+    }
+}
+
+fn public_decoding_key(row: &SigningKeyRow) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+    let x = row.public_jwk.get("x").and_then(|v| v.as_str()).unwrap_or_default();
+    let y = row.public_jwk.get("y").and_then(|v| v.as_str()).unwrap_or_default();
+    DecodingKey::from_ec_components(x, y)
+}
+
+fn unverified_tenant(token: &str) -> Result<TenantId, TokenError> {
+    #[derive(Deserialize)]
+    struct TenantClaim {
+        hearth_tenant: String,
+    }
+    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
+    let claim: TenantClaim = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    TenantId::parse(&claim.hearth_tenant).map_err(|_| TokenError::Invalid("bad tenant claim".into()))
+}

@@ -1,0 +1,205 @@
+//! The `hearth` command line: serve, migrate, tenant, token, load, bench.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::auth::TokenService;
+use crate::config::Config;
+use crate::fhir::FhirError;
+use crate::server::{self, StartupError};
+use crate::store::{self, Store, StoreError};
+use crate::tenant::{InvalidTenantId, TenantId};
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "FHIR-native integration server")]
+pub struct Cli {
+    /// Config file (TOML). Default: $HEARTH_CONFIG, else ./hearth.toml when present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (migrates first when HEARTH_MIGRATION_DATABASE_URL is set).
+    Serve {
+        /// Listen address, overriding the config (e.g. 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Apply database migrations with the owner role (HEARTH_MIGRATION_DATABASE_URL).
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Mint an access token for a tenant's FHIR API.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "system/*.cruds")]
+        scope: String,
+        /// The token's subject (client id).
+        #[arg(long, default_value = "hearth-cli")]
+        subject: String,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Load FHIR JSON files (resources with ids, or Bundles of them) into a tenant.
+    Load {
+        #[arg(long)]
+        tenant: String,
+        files: Vec<PathBuf>,
+    },
+    /// Benchmark FHIR create/read over HTTP against the raw-SQL ceiling.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (idempotent with --if-missing).
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// List tenants (needs the owner role: HEARTH_MIGRATION_DATABASE_URL).
+    List,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tenant(#[from] InvalidTenantId),
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    Ok(Config::load(cli.config.as_deref())?)
+}
+
+async fn app_store(config: &Config) -> Result<Store, CliError> {
+    let pool = store::connect(config.database_url()?, 4).await?;
+    Ok(Store::new(pool, config.database.lock_timeout_ms))
+}
+
+fn owner_url(config: &Config) -> Result<&str, CliError> {
+    config
+        .database
+        .migration_url
+        .as_deref()
+        .ok_or_else(|| CliError::Usage("set HEARTH_MIGRATION_DATABASE_URL (the owner role)".into()))
+}
+
+pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            let listener = TcpListener::bind(config.server.listen).map_err(StartupError::Listen)?;
+            drop(out);
+            let state = actix_web::web::Data::new(server::prepare(config).await?);
+            tracing::info!(listen = %state.config.server.listen, "hearth serving");
+            server::http_server(state, listener)?.await?;
+            tracing::info!("hearth stopped");
+        }
+        Command::Migrate => {
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            store::migrate(&owner).await?;
+            writeln!(out, "migrations applied")?;
+        }
+        Command::Tenant { command: TenantCommand::Create { id, name, if_missing } } => {
+            let tenant = TenantId::parse(&id)?;
+            let store = app_store(&config).await?;
+            match store.create_tenant(&tenant, name.as_deref().unwrap_or(&id)).await {
+                Ok(()) => writeln!(out, "tenant {tenant} created")?,
+                Err(StoreError::TenantExists) if if_missing => {
+                    writeln!(out, "tenant {tenant} exists")?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Tenant { command: TenantCommand::List } => {
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            for t in store::list_tenants(&owner).await? {
+                writeln!(out, "{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339())?;
+            }
+        }
+        Command::Token { tenant, scope, subject, ttl } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(&config).await?;
+            if !store.tenant_exists(&tenant).await? {
+                return Err(CliError::Usage(format!("no tenant {tenant}; run `hearth tenant create {tenant}`")));
+            }
+            let tokens = TokenService::new(store);
+            let ttl = ttl.unwrap_or(config.auth.token_ttl_secs);
+            let token = tokens.mint(&tenant, &config.fhir_base(&tenant), &subject, &scope, ttl).await?;
+            writeln!(out, "{token}")?;
+        }
+        Command::Load { tenant, files } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(&config).await?;
+            let mut loaded = 0usize;
+            for file in files {
+                loaded += load_file(&store, &tenant, &file).await?;
+            }
+            writeln!(out, "loaded {loaded} resources into {tenant}")?;
+        }
+        Command::Bench(args) => {
+            drop(out);
+            crate::bench::run(config, args).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Store each resource of a file (a resource or a Bundle's entries) under its own id, through
+/// the same checks as the REST API. Re-loading a file adds versions, never duplicates.
+async fn load_file(store: &Store, tenant: &TenantId, path: &std::path::Path) -> Result<usize, CliError> {
+    let fail = |reason: String| CliError::Load { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let resources: Vec<Value> = match value.get("resourceType").and_then(Value::as_str) {
+        Some("Bundle") => value
+            .get("entry")
+            .and_then(Value::as_array)
+            .map(|entries| entries.iter().filter_map(|e| e.get("resource").cloned()).collect())
+            .unwrap_or_default(),
+        _ => vec![value],
+    };
+    for resource in &resources {
+        let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = resource.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| fail("every resource needs an id".into()))?;
+        let describe = |e: FhirError| {
+            let issues: Vec<String> = e.issues.iter().map(|i| format!("{} {}", i.expression.join(","), i.diagnostics)).collect();
+            fail(format!("{resource_type}/{id}: {}", issues.join("; ")))
+        };
+        let incoming = crate::fhir::parse_resource(resource.to_string().as_bytes(), &resource_type).map_err(describe)?;
+        store.update(tenant, &resource_type, &id, None, |stamp| incoming.render(&id, stamp)).await?;
+    }
+    Ok(resources.len())
+}

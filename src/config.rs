@@ -1,0 +1,256 @@
+//! Configuration: one struct, one precedence.
+//!
+//! Precedence, lowest to highest: built-in defaults < config file (TOML; `--config PATH`, or
+//! `HEARTH_CONFIG`, or `./hearth.toml` when present) < environment variables < command-line
+//! flags. Every key and its variable are listed in `hearth.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HEARTH_LISTEN
+    pub listen: SocketAddr,
+    /// HEARTH_PUBLIC_BASE_URL: the URL clients reach Hearth at (no trailing slash); the FHIR
+    /// base of tenant T is `{public_base_url}/fhir/T`, which is also the token `iss`/`aud`.
+    pub public_base_url: String,
+    /// HEARTH_MAX_BODY_BYTES: larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// HEARTH_WORKERS: HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// HEARTH_SHUTDOWN_TIMEOUT_SECS: how long in-flight requests may take to finish on SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// DATABASE_URL (or HEARTH_DATABASE_URL): the app role; owns nothing, cannot bypass RLS.
+    pub url: Option<String>,
+    /// HEARTH_MIGRATION_DATABASE_URL: the owner role, used by `hearth migrate`, by `serve` at
+    /// start-up, and by `hearth tenant list`. Without it `serve` does not migrate.
+    pub migration_url: Option<String>,
+    /// HEARTH_DB_MAX_CONNECTIONS
+    pub max_connections: u32,
+    /// HEARTH_DB_LOCK_TIMEOUT_MS: how long an update waits for a resource another request is
+    /// changing before answering 409.
+    pub lock_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HEARTH_TOKEN_TTL_SECS: lifetime of tokens minted by `hearth token`.
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// HEARTH_LOG (or RUST_LOG): a tracing filter such as `info` or `hearth=debug`.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            migration_url: None,
+            max_connections: 32,
+            lock_timeout_ms: 1000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_ttl_secs: 3600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Env { name: &'static str, reason: String },
+    #[error("no database configured: set DATABASE_URL or [database] url")]
+    NoDatabase,
+}
+
+impl Config {
+    /// Defaults, then the file (explicit path, `HEARTH_CONFIG`, or `./hearth.toml`), then
+    /// the environment. Flags are applied by the caller on the returned value.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var_os("HEARTH_CONFIG").map(PathBuf::from);
+        let file = explicit_file.map(Path::to_path_buf).or(env_file).or_else(|| {
+            let local = PathBuf::from("hearth.toml");
+            local.exists().then_some(local)
+        });
+        let mut config = match file {
+            Some(path) => Self::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Overlay environment variables (read through `var`, so tests need not touch the process
+    /// environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(
+            name: &'static str,
+            value: String,
+        ) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: e.to_string(),
+            })
+        }
+        if let Some(v) = var("HEARTH_LISTEN") {
+            self.server.listen = parsed("HEARTH_LISTEN", v)?;
+        }
+        if let Some(v) = var("HEARTH_PUBLIC_BASE_URL") {
+            self.server.public_base_url = v;
+        }
+        if let Some(v) = var("HEARTH_MAX_BODY_BYTES") {
+            self.server.max_body_bytes = parsed("HEARTH_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = var("HEARTH_WORKERS") {
+            self.server.workers = parsed("HEARTH_WORKERS", v)?;
+        }
+        if let Some(v) = var("HEARTH_SHUTDOWN_TIMEOUT_SECS") {
+            self.server.shutdown_timeout_secs = parsed("HEARTH_SHUTDOWN_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_DATABASE_URL").or_else(|| var("DATABASE_URL")) {
+            self.database.url = Some(v);
+        }
+        if let Some(v) = var("HEARTH_MIGRATION_DATABASE_URL") {
+            self.database.migration_url = Some(v);
+        }
+        if let Some(v) = var("HEARTH_DB_MAX_CONNECTIONS") {
+            self.database.max_connections = parsed("HEARTH_DB_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = var("HEARTH_DB_LOCK_TIMEOUT_MS") {
+            self.database.lock_timeout_ms = parsed("HEARTH_DB_LOCK_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = var("HEARTH_TOKEN_TTL_SECS") {
+            self.auth.token_ttl_secs = parsed("HEARTH_TOKEN_TTL_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
+            self.log.filter = v;
+        }
+        self.server.public_base_url = self.server.public_base_url.trim_end_matches('/').into();
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        self.database.url.as_deref().ok_or(ConfigError::NoDatabase)
+    }
+
+    /// The FHIR base URL of a tenant, as clients see it.
+    pub fn fhir_base(&self, tenant: &crate::tenant::TenantId) -> String {
+        format!("{}/fhir/{}", self.server.public_base_url, tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let mut config: Config = toml::from_str(
+            "[server]\nlisten = \"0.0.0.0:9000\"\npublic_base_url = \"https://a.example/\"\n\
+             [database]\nmax_connections = 5\n",
+        )
+        .expect("valid toml");
+        assert_eq!(config.database.lock_timeout_ms, 1000, "default kept");
+        config
+            .apply_env(|name| match name {
+                "HEARTH_LISTEN" => Some("127.0.0.1:9001".into()),
+                "DATABASE_URL" => Some("postgres://app@h/db".into()),
+                _ => None,
+            })
+            .expect("valid env");
+        assert_eq!(config.server.listen.port(), 9001);
+        assert_eq!(config.server.public_base_url, "https://a.example");
+        assert_eq!(config.database.max_connections, 5);
+        assert_eq!(config.database_url().ok(), Some("postgres://app@h/db"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Config>("[server]\nlistne = \"x\"\n").is_err());
+        let mut config = Config::default();
+        let err = config.apply_env(|n| (n == "HEARTH_WORKERS").then(|| "many".into()));
+        assert!(matches!(err, Err(ConfigError::Env { name: "HEARTH_WORKERS", .. })));
+    }
+}

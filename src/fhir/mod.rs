@@ -1,0 +1,92 @@
+//! The FHIR R4 REST surface at `/fhir/{tenant}`: routes, negotiation, OperationOutcome.
+//! Handlers check the request, call `store`, and shape the HTTP answer; no SQL here.
+
+mod authn;
+mod body;
+pub mod capability;
+mod history;
+pub mod negotiate;
+pub mod outcome;
+mod resource;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+pub use authn::Authenticated;
+pub use body::{IncomingResource, parse_resource};
+pub use outcome::FhirError;
+
+/// Type-level and instance-level interactions every resource type supports. The
+/// CapabilityStatement lists exactly these; a test checks each one is routed.
+pub const RESOURCE_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+];
+
+/// System-level interactions.
+pub const SYSTEM_INTERACTIONS: &[&str] = &[];
+
+/// Register the FHIR routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/fhir/{tenant}")
+            .service(
+                web::resource("/metadata")
+                    .route(web::get().to(capability::metadata))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/{type}")
+                    .route(web::post().to(resource::create))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/{type}/_history")
+                    .route(web::get().to(history::type_level))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/{type}/{id}")
+                    .route(web::get().to(resource::read))
+                    .route(web::put().to(resource::update))
+                    .route(web::delete().to(resource::delete))
+                    .default_service(web::to(not_allowed("GET, PUT, DELETE"))),
+            )
+            .service(
+                web::resource("/{type}/{id}/_history")
+                    .route(web::get().to(history::instance))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/{type}/{id}/_history/{vid}")
+                    .route(web::get().to(resource::vread))
+                    .default_service(web::to(not_allowed("GET"))),
+            ),
+    );
+}
+
+fn not_allowed(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone + 'static {
+    move || {
+        let mut response = actix_web::ResponseError::error_response(&FhirError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            outcome::IssueType::NotSupported,
+            format!("this URL supports {allow}"),
+        ));
+        if let Ok(value) = header::HeaderValue::from_str(allow) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        std::future::ready(response)
+    }
+}
+
+/// Anything no route matches.
+pub async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&FhirError::not_found("no such endpoint"))
+}

@@ -1,0 +1,223 @@
+//! Instance and type interactions: create, read, vread, update, delete.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use super::authn::Authenticated;
+use super::body::{self, is_valid_id};
+use super::negotiate::{self, FHIR_JSON, ReturnPreference};
+use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
+use crate::auth::Interaction;
+use crate::conformance::R4Structure;
+use crate::state::AppState;
+use crate::store::StoredVersion;
+use crate::tenant::TenantId;
+
+/// The resource type in the URL, if R4 knows it.
+pub fn known_type(resource_type: &str) -> Result<(), FhirError> {
+    if R4Structure::global().is_resource_type(resource_type) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found("unknown resource type"))
+    }
+}
+
+fn valid_id(id: &str) -> Result<(), FhirError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::bad_request("the id in the URL is not a valid FHIR id"))
+    }
+}
+
+/// Common request checks, in the order clients expect their errors.
+fn preflight(
+    req: &HttpRequest,
+    auth: &Authenticated,
+    resource_type: &str,
+    interaction: Interaction,
+) -> Result<(), FhirError> {
+    negotiate::require_json_response(req)?;
+    known_type(resource_type)?;
+    auth.require(resource_type, interaction)
+}
+
+fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersion) {
+    builder.insert_header((header::ETAG, negotiate::etag(v.version_id)));
+    builder.insert_header((
+        header::LAST_MODIFIED,
+        v.last_updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+    ));
+}
+
+/// Answer a write according to `Prefer: return=...`.
+fn write_response(
+    req: &HttpRequest,
+    status: StatusCode,
+    stored: &StoredVersion,
+    location: Option<String>,
+) -> HttpResponse {
+    let mut builder = HttpResponse::build(status);
+    version_headers(&mut builder, stored);
+    if let Some(location) = location {
+        builder.insert_header((header::LOCATION, location));
+    }
+    match negotiate::return_preference(req) {
+        ReturnPreference::Minimal => builder.finish(),
+        ReturnPreference::OperationOutcome => {
+            let outcome = operation_outcome(&[Issue {
+                severity: Severity::Information,
+                code: IssueType::Informational,
+                diagnostics: format!("{} {}/{} version {}", status, stored.resource_type, stored.id, stored.version_id),
+                expression: Vec::new(),
+            }]);
+            builder.content_type(FHIR_JSON).body(outcome.to_string())
+        }
+        ReturnPreference::Representation => builder
+            .content_type(FHIR_JSON)
+            .body(stored.content.clone().unwrap_or_default()),
+    }
+}
+
+fn tenant_of(auth: &Authenticated) -> &TenantId {
+    &auth.0.tenant
+}
+
+pub async fn create(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (_, resource_type) = path.into_inner();
+    preflight(&req, &auth, &resource_type, Interaction::Create)?;
+    negotiate::require_json_body(&req)?;
+    let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
+    let incoming = body::parse_resource(&bytes, &resource_type)?;
+    // The server assigns the id; one sent by the client is ignored (FHIR R4 create).
+    let id = uuid::Uuid::new_v4().to_string();
+    let tenant = tenant_of(&auth);
+    let stored = state
+        .store
+        .create(tenant, &resource_type, &id, |stamp| incoming.render(&id, stamp))
+        .await?;
+    let location = format!(
+        "{}/{}/{}/_history/{}",
+        state.fhir_base(tenant),
+        resource_type,
+        id,
+        stored.version_id
+    );
+    Ok(write_response(&req, StatusCode::CREATED, &stored, Some(location)))
+}
+
+pub async fn read(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (_, resource_type, id) = path.into_inner();
+    preflight(&req, &auth, &resource_type, Interaction::Read)?;
+    valid_id(&id)?;
+    let stored = state.store.read(tenant_of(&auth), &resource_type, &id).await?;
+    Ok(resource_response(&stored))
+}
+
+pub async fn vread(
+    req: HttpRequest,
+    path: web::Path<(String, String, String, String)>,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (_, resource_type, id, version) = path.into_inner();
+    preflight(&req, &auth, &resource_type, Interaction::Read)?;
+    valid_id(&id)?;
+    let version_id = version
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| FhirError::not_found("no such version"))?;
+    let stored = state
+        .store
+        .read_version(tenant_of(&auth), &resource_type, &id, version_id)
+        .await?;
+    Ok(resource_response(&stored))
+}
+
+fn resource_response(stored: &StoredVersion) -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    version_headers(&mut builder, stored);
+    builder
+        .content_type(FHIR_JSON)
+        .body(stored.content.clone().unwrap_or_default())
+}
+
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (_, resource_type, id) = path.into_inner();
+    preflight(&req, &auth, &resource_type, Interaction::Update)?;
+    valid_id(&id)?;
+    negotiate::require_json_body(&req)?;
+    let if_match = negotiate::if_match(&req)?;
+    let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
+    let incoming = body::parse_resource(&bytes, &resource_type)?;
+    match incoming.id() {
+        Some(Value::String(body_id)) if *body_id == id => {}
+        Some(_) => {
+            return Err(FhirError::bad_request("the id in the body does not match the URL")
+                .at(format!("{resource_type}.id")));
+        }
+        None => {
+            return Err(FhirError::bad_request("an update must carry the resource id in the body")
+                .at(format!("{resource_type}.id")));
+        }
+    }
+    let tenant = tenant_of(&auth);
+    let (stored, created) = state
+        .store
+        .update(tenant, &resource_type, &id, if_match, |stamp| incoming.render(&id, stamp))
+        .await?;
+    let (status, location) = if created {
+        let location = format!(
+            "{}/{}/{}/_history/{}",
+            state.fhir_base(tenant),
+            resource_type,
+            id,
+            stored.version_id
+        );
+        (StatusCode::CREATED, Some(location))
+    } else {
+        (StatusCode::OK, None)
+    };
+    Ok(write_response(&req, status, &stored, location))
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, FhirError> {
+    let (_, resource_type, id) = path.into_inner();
+    preflight(&req, &auth, &resource_type, Interaction::Delete)?;
+    valid_id(&id)?;
+    let if_match = negotiate::if_match(&req)?;
+    let deleted = state
+        .store
+        .delete(tenant_of(&auth), &resource_type, &id, if_match)
+        .await?;
+    let mut builder = HttpResponse::NoContent();
+    if let Some(stamp) = deleted {
+        builder.insert_header((header::ETAG, negotiate::etag(stamp.version_id)));
+    }
+    Ok(builder.finish())
+}

@@ -1,0 +1,14 @@
+//! Hearth: a FHIR-native integration server. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod conformance;
+pub mod fhir;
+pub mod ops;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tenant;

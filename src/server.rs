@@ -1,0 +1,78 @@
+//! Assemble the HTTP server: state, middleware, routes, graceful shutdown.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+use crate::auth::TokenService;
+use crate::config::{Config, ConfigError};
+use crate::ops::{self, Metrics};
+use crate::state::AppState;
+use crate::store::{self, SchemaStatus, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("refusing to serve: {0}")]
+    UnsafeRole(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Connect, migrate when an owner URL is configured, check the app role, build the state.
+pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
+    if let Some(owner_url) = &config.database.migration_url {
+        let owner = store::connect(owner_url, 2).await?;
+        store::migrate(&owner).await?;
+        owner.close().await;
+    }
+    let pool = store::connect(config.database_url()?, config.database.max_connections).await?;
+    let store = Store::new(pool, config.database.lock_timeout_ms);
+    let problems = store.check_app_role().await?;
+    if !problems.is_empty() {
+        return Err(StartupError::UnsafeRole(problems.join("; ")));
+    }
+    if let SchemaStatus::Behind { applied, expected } = store::schema_status(store.pool()).await? {
+        tracing::warn!(applied, expected, "database schema is behind; run `hearth migrate`");
+    }
+    Ok(AppState {
+        tokens: TokenService::new(store.clone()),
+        store,
+        metrics: Metrics::new()?,
+        started_at: chrono::Utc::now(),
+        config,
+    })
+}
+
+/// The HTTP server on `listener`. Run it by awaiting it; SIGINT/SIGTERM stop it gracefully.
+pub fn http_server(state: web::Data<AppState>, listener: TcpListener) -> Result<Server, StartupError> {
+    let workers = match state.config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let shutdown = state.config.server.shutdown_timeout_secs;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(ops::request_log))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(ops::metrics_endpoint))
+            .configure(crate::fhir::configure)
+            .default_service(web::to(crate::fhir::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown)
+    .client_request_timeout(Duration::from_secs(30))
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,156 @@
+//! PostgreSQL repository: versions, history, tenants, keys. Knows SQL, not HTTP.
+//!
+//! Every query runs inside a [`TenantTx`]: a transaction whose first statement sets
+//! `hearth.tenant` (SET LOCAL semantics), so row-level security scopes it to one tenant.
+//! Queries also name `tenant_id` explicitly, for the planner; RLS is the last line, not the
+//! only one.
+
+mod resources;
+mod schema;
+mod tenants;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use crate::tenant::TenantId;
+
+pub use resources::{HistoryCursor, HistoryPage, StoredVersion, VersionStamp};
+pub use schema::{SchemaStatus, migrate, schema_status};
+pub use tenants::{SigningKeyRow, Tenant, list_tenants};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("resource not found")]
+    NotFound,
+    #[error("resource was deleted")]
+    Gone(VersionStamp),
+    #[error("version {expected} was expected but the current version is {current}")]
+    VersionConflict { expected: i64, current: i64 },
+    #[error("the resource is being changed by another request")]
+    Busy,
+    #[error("a concurrent change to the same resource won")]
+    ConcurrentChange,
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("tenant already exists")]
+    TenantExists,
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(&'static str),
+    #[error("database error (SQLSTATE {})", sqlstate(.0).as_deref().unwrap_or("none"))]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The SQLSTATE of a database error, the only part of it safe to log: Postgres messages and
+/// details can quote row values, which may be PHI.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match sqlstate(&err).as_deref() {
+            // lock_not_available: lock_timeout expired waiting for another writer.
+            Some("55P03") => StoreError::Busy,
+            // unique_violation on a version row, serialization_failure, deadlock_detected.
+            Some("23505") | Some("40001") | Some("40P01") => StoreError::ConcurrentChange,
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+/// Connection pool of the app role plus the settings every transaction applies.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    lock_timeout_ms: u64,
+}
+
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await?)
+}
+
+impl Store {
+    pub fn new(pool: PgPool, lock_timeout_ms: u64) -> Self {
+        Store {
+            pool,
+            lock_timeout_ms,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Start a transaction scoped to `tenant`.
+    pub async fn begin(&self, tenant: &TenantId) -> Result<TenantTx, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('hearth.tenant', $1, true), set_config('lock_timeout', $2, true)",
+        )
+        .bind(tenant.as_str())
+        .bind(format!("{}ms", self.lock_timeout_ms))
+        .execute(&mut *tx)
+        .await?;
+        Ok(TenantTx {
+            tx,
+            tenant: tenant.clone(),
+        })
+    }
+
+    /// Is the pool's role safe to serve with? It must not be a superuser, must not bypass RLS
+    /// and must own none of Hearth's tables (owners could disable RLS).
+    pub async fn check_app_role(&self) -> Result<Vec<String>, StoreError> {
+        let (superuser, bypass): (bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let owned: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+                AND pg_get_userbyid(c.relowner) = current_user",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut problems = Vec::new();
+        if superuser {
+            problems.push("the database role is a superuser".to_owned());
+        }
+        if bypass {
+            problems.push("the database role has BYPASSRLS".to_owned());
+        }
+        for (table,) in owned {
+            problems.push(format!("the database role owns table {table}"));
+        }
+        Ok(problems)
+    }
+}
+
+/// A transaction with the tenant set. Dropping it without `commit` rolls back.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+}

@@ -1,0 +1,311 @@
+//! Resource versions: create, read, vread, update, delete and history.
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use super::{Store, StoreError, TenantTx};
+use crate::tenant::TenantId;
+
+/// The server-assigned identity of one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionStamp {
+    pub version_id: i64,
+    /// Millisecond precision: what `meta.lastUpdated` carries.
+    pub last_updated: DateTime<Utc>,
+}
+
+/// One stored version. `content` is `None` for a delete version.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: i64,
+    pub last_updated: DateTime<Utc>,
+    pub deleted: bool,
+    pub content: Option<String>,
+}
+
+impl StoredVersion {
+    pub fn stamp(&self) -> VersionStamp {
+        VersionStamp {
+            version_id: self.version_id,
+            last_updated: self.last_updated,
+        }
+    }
+}
+
+/// Where a history page starts: strictly older than this point, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub last_updated: DateTime<Utc>,
+    pub id: String,
+    pub version_id: i64,
+}
+
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub versions: Vec<StoredVersion>,
+    /// Present when more versions follow.
+    pub next: Option<HistoryCursor>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+const INSERT_VERSION: &str = "
+    WITH v AS (
+        INSERT INTO resource_versions
+               (tenant_id, resource_type, id, version_id, last_updated, deleted, content)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        RETURNING tenant_id, resource_type, id, version_id, last_updated, deleted)
+    INSERT INTO resources (tenant_id, resource_type, id, version_id, last_updated, deleted)
+    SELECT tenant_id, resource_type, id, version_id, last_updated, deleted FROM v
+    ON CONFLICT (tenant_id, resource_type, id) DO UPDATE
+       SET version_id = EXCLUDED.version_id,
+           last_updated = EXCLUDED.last_updated,
+           deleted = EXCLUDED.deleted";
+
+const SELECT_VERSION_COLUMNS: &str =
+    "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content";
+
+async fn insert_version(
+    tx: &mut TenantTx,
+    resource_type: &str,
+    id: &str,
+    stamp: &VersionStamp,
+    content: Option<&str>,
+) -> Result<(), StoreError> {
+    let tenant = tx.tenant().as_str().to_owned();
+    sqlx::query(INSERT_VERSION)
+        .bind(tenant)
+        .bind(resource_type)
+        .bind(id)
+        .bind(stamp.version_id)
+        .bind(stamp.last_updated)
+        .bind(content.is_none())
+        .bind(content)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// The current version's number and deleted flag, locked until the transaction ends.
+async fn lock_current(
+    tx: &mut TenantTx,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<(i64, bool)>, StoreError> {
+    let tenant = tx.tenant().as_str().to_owned();
+    Ok(sqlx::query_as(
+        "SELECT version_id, deleted FROM resources
+          WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(resource_type)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+fn check_if_match(if_match: Option<i64>, current: Option<(i64, bool)>) -> Result<(), StoreError> {
+    match (if_match, current) {
+        (None, _) => Ok(()),
+        (Some(expected), Some((current, false))) if expected == current => Ok(()),
+        (Some(expected), Some((current, _))) => {
+            Err(StoreError::VersionConflict { expected, current })
+        }
+        (Some(expected), None) => Err(StoreError::VersionConflict {
+            expected,
+            current: 0,
+        }),
+    }
+}
+
+impl Store {
+    /// Store version 1 of a new resource. `render` receives the stamp and returns the JSON to
+    /// store (the caller writes `id` and `meta` into it).
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        render: impl FnOnce(&VersionStamp) -> String,
+    ) -> Result<StoredVersion, StoreError> {
+        let stamp = VersionStamp {
+            version_id: 1,
+            last_updated: now(),
+        };
+        let content = render(&stamp);
+        let mut tx = self.begin(tenant).await?;
+        insert_version(&mut tx, resource_type, id, &stamp, Some(&content)).await?;
+        tx.commit().await?;
+        Ok(StoredVersion {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version_id: stamp.version_id,
+            last_updated: stamp.last_updated,
+            deleted: false,
+            content: Some(content),
+        })
+    }
+
+    /// Store the next version (or version 1: update-as-create). Returns the new version and
+    /// whether it created the resource (no live version existed).
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+        render: impl FnOnce(&VersionStamp) -> String,
+    ) -> Result<(StoredVersion, bool), StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let current = lock_current(&mut tx, resource_type, id).await?;
+        check_if_match(if_match, current)?;
+        let stamp = VersionStamp {
+            version_id: current.map_or(1, |(v, _)| v + 1),
+            last_updated: now(),
+        };
+        let created = !matches!(current, Some((_, false)));
+        let content = render(&stamp);
+        insert_version(&mut tx, resource_type, id, &stamp, Some(&content)).await?;
+        tx.commit().await?;
+        let stored = StoredVersion {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version_id: stamp.version_id,
+            last_updated: stamp.last_updated,
+            deleted: false,
+            content: Some(content),
+        };
+        Ok((stored, created))
+    }
+
+    /// Record a delete version. `Ok(None)` when the resource was already deleted (deletes are
+    /// idempotent); `NotFound` when it never existed.
+    pub async fn delete(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<VersionStamp>, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let current = lock_current(&mut tx, resource_type, id).await?;
+        check_if_match(if_match, current)?;
+        let version_id = match current {
+            None => return Err(StoreError::NotFound),
+            Some((_, true)) => return Ok(None),
+            Some((v, false)) => v + 1,
+        };
+        let stamp = VersionStamp {
+            version_id,
+            last_updated: now(),
+        };
+        insert_version(&mut tx, resource_type, id, &stamp, None).await?;
+        tx.commit().await?;
+        Ok(Some(stamp))
+    }
+
+    /// The current version; `Gone` if it is a delete.
+    pub async fn read(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<StoredVersion, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let row: Option<StoredVersion> = sqlx::query_as(
+            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
+               FROM resources r
+               JOIN resource_versions v USING (tenant_id, resource_type, id, version_id)
+              WHERE r.tenant_id = $1 AND r.resource_type = $2 AND r.id = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+        tx.commit().await?;
+        live(row)
+    }
+
+    /// One version; `Gone` if that version is a delete.
+    pub async fn read_version(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        version_id: i64,
+    ) -> Result<StoredVersion, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let row: Option<StoredVersion> = sqlx::query_as(
+            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
+               FROM resource_versions v
+              WHERE v.tenant_id = $1 AND v.resource_type = $2 AND v.id = $3 AND v.version_id = $4",
+        )
+        .bind(tenant.as_str())
+        .bind(resource_type)
+        .bind(id)
+        .bind(version_id)
+        .fetch_optional(tx.conn())
+        .await?;
+        tx.commit().await?;
+        live(row)
+    }
+
+    /// Versions of one resource (`id` given) or of a whole type, newest first.
+    pub async fn history(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        after: Option<&HistoryCursor>,
+        count: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let mut query = sqlx::QueryBuilder::new(SELECT_VERSION_COLUMNS);
+        query.push(" FROM resource_versions v WHERE v.tenant_id = ");
+        query.push_bind(tenant.as_str());
+        query.push(" AND v.resource_type = ");
+        query.push_bind(resource_type);
+        if let Some(id) = id {
+            query.push(" AND v.id = ").push_bind(id);
+        }
+        if let Some(since) = since {
+            query.push(" AND v.last_updated >= ").push_bind(since);
+        }
+        if let Some(c) = after {
+            query.push(" AND (v.last_updated, v.id, v.version_id) < (");
+            query.push_bind(c.last_updated).push(", ");
+            query.push_bind(c.id.as_str()).push(", ");
+            query.push_bind(c.version_id).push(")");
+        }
+        query.push(" ORDER BY v.last_updated DESC, v.id DESC, v.version_id DESC LIMIT ");
+        query.push_bind(i64::from(count) + 1);
+
+        let mut tx = self.begin(tenant).await?;
+        let mut versions: Vec<StoredVersion> =
+            query.build_query_as().fetch_all(tx.conn()).await?;
+        tx.commit().await?;
+        let next = if versions.len() > count as usize {
+            versions.truncate(count as usize);
+            versions.last().map(|v| HistoryCursor {
+                last_updated: v.last_updated,
+                id: v.id.clone(),
+                version_id: v.version_id,
+            })
+        } else {
+            None
+        };
+        Ok(HistoryPage { versions, next })
+    }
+}
+
+fn live(row: Option<StoredVersion>) -> Result<StoredVersion, StoreError> {
+    match row {
+        None => Err(StoreError::NotFound),
+        Some(v) if v.deleted => Err(StoreError::Gone(v.stamp())),
+        Some(v) => Ok(v),
+    }
+}
