@@ -37,7 +37,10 @@ struct Measurement {
 
 fn measure(latencies: &mut [Duration], wall: Duration) -> Measurement {
     latencies.sort_unstable();
-    let p50 = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+    let p50 = latencies
+        .get(latencies.len() / 2)
+        .copied()
+        .unwrap_or_default();
     Measurement {
         ops_per_sec: latencies.len() as f64 / wall.as_secs_f64(),
         p50_ms: p50.as_secs_f64() * 1000.0,
@@ -45,7 +48,11 @@ fn measure(latencies: &mut [Duration], wall: Duration) -> Measurement {
 }
 
 /// Run `ops` operations with at most `concurrency` in flight; return per-op latency and wall time.
-async fn drive<F, Fut>(ops: usize, concurrency: usize, op: F) -> Result<(Vec<Duration>, Duration), CliError>
+async fn drive<F, Fut>(
+    ops: usize,
+    concurrency: usize,
+    op: F,
+) -> Result<(Vec<Duration>, Duration), CliError>
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -54,7 +61,11 @@ where
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(ops);
     for i in 0..ops {
-        let permit = limit.clone().acquire_owned().await.map_err(|e| CliError::Usage(e.to_string()))?;
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let fut = op(i);
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
@@ -103,9 +114,15 @@ const RAW_READ: &str = "
 
 pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
     let mut config = config;
-    config.database.max_connections = config.database.max_connections.max(args.concurrency as u32 + 4);
+    config.database.max_connections = config
+        .database
+        .max_connections
+        .max(args.concurrency as u32 + 4);
     let state = actix_web::web::Data::new(server::prepare(config.clone()).await?);
-    let tenant = TenantId::parse(&format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
+    let tenant = TenantId::parse(&format!(
+        "bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))?;
     state.store.create_tenant(&tenant, "benchmark").await?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -113,7 +130,13 @@ pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
     // The token's iss/aud is the configured public base; the server checks it, not the socket.
     let token = state
         .tokens
-        .mint(&tenant, &state.fhir_base(&tenant), "hearth-bench", "system/*.cruds", 3600)
+        .mint(
+            &tenant,
+            &state.fhir_base(&tenant),
+            "hearth-bench",
+            "system/*.cruds",
+            3600,
+        )
         .await?;
     let pool = state.store.pool().clone();
     let http_state = state.clone();
@@ -136,29 +159,58 @@ pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
         // HTTP create
         let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
         let (mut lat, wall) = drive(n, c, |i| {
-            let (client, url, auth, ids) = (client.clone(), format!("{base}/Patient"), auth.clone(), ids.clone());
+            let (client, url, auth, ids) = (
+                client.clone(),
+                format!("{base}/Patient"),
+                auth.clone(),
+                ids.clone(),
+            );
             let body = patient(i).to_string();
             async move {
-                let resp = client.post(url).header("authorization", auth).header("content-type", "application/fhir+json")
-                    .header("prefer", "return=minimal").body(body).send().await.map_err(|e| e.to_string())?;
+                let resp = client
+                    .post(url)
+                    .header("authorization", auth)
+                    .header("content-type", "application/fhir+json")
+                    .header("prefer", "return=minimal")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if resp.status() != 201 {
                     return Err(format!("create answered {}", resp.status()));
                 }
-                let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let id = location.split("/Patient/").nth(1).and_then(|s| s.split('/').next()).unwrap_or_default().to_owned();
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let id = location
+                    .split("/Patient/")
+                    .nth(1)
+                    .and_then(|s| s.split('/').next())
+                    .unwrap_or_default()
+                    .to_owned();
                 ids.lock().map_err(|e| e.to_string())?.push(id);
                 Ok(())
             }
         })
         .await?;
         let http_create = measure(&mut lat, wall);
-        let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock().map_err(|e| CliError::Usage(e.to_string()))?));
+        let ids: Arc<Vec<String>> = Arc::new(std::mem::take(
+            &mut *ids.lock().map_err(|e| CliError::Usage(e.to_string()))?,
+        ));
         // HTTP read
         let (mut lat, wall) = drive(n, c, |i| {
             let url = format!("{base}/Patient/{}", ids[i % ids.len()]);
             let (client, auth) = (client.clone(), auth.clone());
             async move {
-                let resp = client.get(url).header("authorization", auth).send().await.map_err(|e| e.to_string())?;
+                let resp = client
+                    .get(url)
+                    .header("authorization", auth)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if resp.status() != 200 {
                     return Err(format!("read answered {}", resp.status()));
                 }
@@ -169,14 +221,25 @@ pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
         .await?;
         let http_read = measure(&mut lat, wall);
         // Raw SQL create: same statement shape, same transaction with the tenant set.
-        let raw_ids: Arc<Vec<String>> = Arc::new((0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect());
+        let raw_ids: Arc<Vec<String>> =
+            Arc::new((0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect());
         let (mut lat, wall) = drive(n, c, |i| {
             let (pool, tenant, id) = (pool.clone(), tenant.to_string(), raw_ids[i].clone());
             let content = patient(i).to_string();
             async move {
                 let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-                sqlx::query("SELECT set_config('hearth.tenant', $1, true)").bind(&tenant).execute(&mut *tx).await.map_err(|e| e.to_string())?;
-                sqlx::query(RAW_INSERT).bind(&tenant).bind(&id).bind(&content).execute(&mut *tx).await.map_err(|e| e.to_string())?;
+                sqlx::query("SELECT set_config('hearth.tenant', $1, true)")
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(RAW_INSERT)
+                    .bind(&tenant)
+                    .bind(&id)
+                    .bind(&content)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tx.commit().await.map_err(|e| e.to_string())
             }
         })
@@ -186,16 +249,29 @@ pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
             let (pool, tenant, id) = (pool.clone(), tenant.to_string(), raw_ids[i].clone());
             async move {
                 let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-                sqlx::query("SELECT set_config('hearth.tenant', $1, true)").bind(&tenant).execute(&mut *tx).await.map_err(|e| e.to_string())?;
-                let row: Option<(String,)> = sqlx::query_as(RAW_READ).bind(&tenant).bind(&id).fetch_optional(&mut *tx).await.map_err(|e| e.to_string())?;
+                sqlx::query("SELECT set_config('hearth.tenant', $1, true)")
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let row: Option<(String,)> = sqlx::query_as(RAW_READ)
+                    .bind(&tenant)
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tx.commit().await.map_err(|e| e.to_string())?;
-                row.map(drop).ok_or_else(|| "raw read found nothing".to_owned())
+                row.map(drop)
+                    .ok_or_else(|| "raw read found nothing".to_owned())
             }
         })
         .await?;
         let raw_read = measure(&mut lat, wall);
         tracing::info!(round, "bench round done");
-        print_row(&format!("round {}", round + 1), &[http_create, raw_create, http_read, raw_read]);
+        print_row(
+            &format!("round {}", round + 1),
+            &[http_create, raw_create, http_read, raw_read],
+        );
         rows.push([http_create, raw_create, http_read, raw_read]);
     }
     let median = |k: usize| {
@@ -208,13 +284,30 @@ pub async fn run(config: Config, args: BenchArgs) -> Result<(), CliError> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let summary: Vec<Measurement> = (0..4).map(|k| Measurement { ops_per_sec: median(k), p50_ms: median_p50(k) }).collect();
+    let summary: Vec<Measurement> = (0..4)
+        .map(|k| Measurement {
+            ops_per_sec: median(k),
+            p50_ms: median_p50(k),
+        })
+        .collect();
     print_row("median", &summary);
     let mut out = std::io::stdout().lock();
     use std::io::Write;
-    writeln!(out, "ratio create (HTTP/raw SQL): {:.2}", summary[0].ops_per_sec / summary[1].ops_per_sec)?;
-    writeln!(out, "ratio read   (HTTP/raw SQL): {:.2}", summary[2].ops_per_sec / summary[3].ops_per_sec)?;
-    writeln!(out, "(ops={n} concurrency={c} rounds={}; tenant {tenant} left in place)", args.rounds)?;
+    writeln!(
+        out,
+        "ratio create (HTTP/raw SQL): {:.2}",
+        summary[0].ops_per_sec / summary[1].ops_per_sec
+    )?;
+    writeln!(
+        out,
+        "ratio read   (HTTP/raw SQL): {:.2}",
+        summary[2].ops_per_sec / summary[3].ops_per_sec
+    )?;
+    writeln!(
+        out,
+        "(ops={n} concurrency={c} rounds={}; tenant {tenant} left in place)",
+        args.rounds
+    )?;
     Ok(())
 }
 

@@ -105,6 +105,16 @@ async fn app_store(config: &Config) -> Result<Store, CliError> {
     Ok(Store::new(pool, config.database.lock_timeout_ms))
 }
 
+async fn require_tenant(store: &Store, tenant: &TenantId) -> Result<(), CliError> {
+    if store.tenant_exists(tenant).await? {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "no tenant {tenant} in this database; run `hearth tenant create {tenant}`"
+        )))
+    }
+}
+
 fn owner_url(config: &Config) -> Result<&str, CliError> {
     config
         .database
@@ -132,10 +142,20 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             store::migrate(&owner).await?;
             writeln!(out, "migrations applied")?;
         }
-        Command::Tenant { command: TenantCommand::Create { id, name, if_missing } } => {
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    id,
+                    name,
+                    if_missing,
+                },
+        } => {
             let tenant = TenantId::parse(&id)?;
             let store = app_store(&config).await?;
-            match store.create_tenant(&tenant, name.as_deref().unwrap_or(&id)).await {
+            match store
+                .create_tenant(&tenant, name.as_deref().unwrap_or(&id))
+                .await
+            {
                 Ok(()) => writeln!(out, "tenant {tenant} created")?,
                 Err(StoreError::TenantExists) if if_missing => {
                     writeln!(out, "tenant {tenant} exists")?
@@ -143,26 +163,34 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Command::Tenant { command: TenantCommand::List } => {
+        Command::Tenant {
+            command: TenantCommand::List,
+        } => {
             let owner = store::connect(owner_url(&config)?, 2).await?;
             for t in store::list_tenants(&owner).await? {
                 writeln!(out, "{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339())?;
             }
         }
-        Command::Token { tenant, scope, subject, ttl } => {
+        Command::Token {
+            tenant,
+            scope,
+            subject,
+            ttl,
+        } => {
             let tenant = TenantId::parse(&tenant)?;
             let store = app_store(&config).await?;
-            if !store.tenant_exists(&tenant).await? {
-                return Err(CliError::Usage(format!("no tenant {tenant}; run `hearth tenant create {tenant}`")));
-            }
+            require_tenant(&store, &tenant).await?;
             let tokens = TokenService::new(store);
             let ttl = ttl.unwrap_or(config.auth.token_ttl_secs);
-            let token = tokens.mint(&tenant, &config.fhir_base(&tenant), &subject, &scope, ttl).await?;
+            let token = tokens
+                .mint(&tenant, &config.fhir_base(&tenant), &subject, &scope, ttl)
+                .await?;
             writeln!(out, "{token}")?;
         }
         Command::Load { tenant, files } => {
             let tenant = TenantId::parse(&tenant)?;
             let store = app_store(&config).await?;
+            require_tenant(&store, &tenant).await?;
             let mut loaded = 0usize;
             for file in files {
                 loaded += load_file(&store, &tenant, &file).await?;
@@ -179,27 +207,56 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
 
 /// Store each resource of a file (a resource or a Bundle's entries) under its own id, through
 /// the same checks as the REST API. Re-loading a file adds versions, never duplicates.
-async fn load_file(store: &Store, tenant: &TenantId, path: &std::path::Path) -> Result<usize, CliError> {
-    let fail = |reason: String| CliError::Load { path: path.display().to_string(), reason };
+async fn load_file(
+    store: &Store,
+    tenant: &TenantId,
+    path: &std::path::Path,
+) -> Result<usize, CliError> {
+    let fail = |reason: String| CliError::Load {
+        path: path.display().to_string(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let value: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let resources: Vec<Value> = match value.get("resourceType").and_then(Value::as_str) {
         Some("Bundle") => value
             .get("entry")
             .and_then(Value::as_array)
-            .map(|entries| entries.iter().filter_map(|e| e.get("resource").cloned()).collect())
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| e.get("resource").cloned())
+                    .collect()
+            })
             .unwrap_or_default(),
         _ => vec![value],
     };
     for resource in &resources {
-        let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let id = resource.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| fail("every resource needs an id".into()))?;
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| fail("every resource needs an id".into()))?;
         let describe = |e: FhirError| {
-            let issues: Vec<String> = e.issues.iter().map(|i| format!("{} {}", i.expression.join(","), i.diagnostics)).collect();
+            let issues: Vec<String> = e
+                .issues
+                .iter()
+                .map(|i| format!("{} {}", i.expression.join(","), i.diagnostics))
+                .collect();
             fail(format!("{resource_type}/{id}: {}", issues.join("; ")))
         };
-        let incoming = crate::fhir::parse_resource(resource.to_string().as_bytes(), &resource_type).map_err(describe)?;
-        store.update(tenant, &resource_type, &id, None, |stamp| incoming.render(&id, stamp)).await?;
+        let incoming = crate::fhir::parse_resource(resource.to_string().as_bytes(), &resource_type)
+            .map_err(describe)?;
+        store
+            .update(tenant, &resource_type, &id, None, |stamp| {
+                incoming.render(&id, stamp)
+            })
+            .await?;
     }
     Ok(resources.len())
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -61,17 +61,6 @@ pub struct AuthConfig {
 pub struct LogConfig {
     /// HEARTH_LOG (or RUST_LOG): a tracing filter such as `info` or `hearth=debug`.
     pub filter: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            auth: AuthConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -136,10 +125,13 @@ impl Config {
     /// the environment. Flags are applied by the caller on the returned value.
     pub fn load(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
         let env_file = std::env::var_os("HEARTH_CONFIG").map(PathBuf::from);
-        let file = explicit_file.map(Path::to_path_buf).or(env_file).or_else(|| {
-            let local = PathBuf::from("hearth.toml");
-            local.exists().then_some(local)
-        });
+        let file = explicit_file
+            .map(Path::to_path_buf)
+            .or(env_file)
+            .or_else(|| {
+                let local = PathBuf::from("hearth.toml");
+                local.exists().then_some(local)
+            });
         let mut config = match file {
             Some(path) => Self::from_file(&path)?,
             None => Config::default(),
@@ -162,10 +154,7 @@ impl Config {
     /// Overlay environment variables (read through `var`, so tests need not touch the process
     /// environment).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parsed<T: std::str::FromStr>(
-            name: &'static str,
-            value: String,
-        ) -> Result<T, ConfigError>
+        fn parsed<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
         where
             T::Err: std::fmt::Display,
         {
@@ -251,6 +240,12 @@ mod tests {
         assert!(toml::from_str::<Config>("[server]\nlistne = \"x\"\n").is_err());
         let mut config = Config::default();
         let err = config.apply_env(|n| (n == "HEARTH_WORKERS").then(|| "many".into()));
-        assert!(matches!(err, Err(ConfigError::Env { name: "HEARTH_WORKERS", .. })));
+        assert!(matches!(
+            err,
+            Err(ConfigError::Env {
+                name: "HEARTH_WORKERS",
+                ..
+            })
+        ));
     }
 }

@@ -41,7 +41,11 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         return Err(StartupError::UnsafeRole(problems.join("; ")));
     }
     if let SchemaStatus::Behind { applied, expected } = store::schema_status(store.pool()).await? {
-        tracing::warn!(applied, expected, "database schema is behind; run `hearth migrate`");
+        tracing::warn!(
+            applied,
+            expected,
+            "database schema is behind; run `hearth migrate`"
+        );
     }
     Ok(AppState {
         tokens: TokenService::new(store.clone()),
@@ -53,7 +57,10 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
 }
 
 /// The HTTP server on `listener`. Run it by awaiting it; SIGINT/SIGTERM stop it gracefully.
-pub fn http_server(state: web::Data<AppState>, listener: TcpListener) -> Result<Server, StartupError> {
+pub fn http_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+) -> Result<Server, StartupError> {
     let workers = match state.config.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,

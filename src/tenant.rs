@@ -18,9 +18,7 @@ impl TenantId {
         let bytes = raw.as_bytes();
         let valid_char = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
         match bytes.first() {
-            Some(first)
-                if bytes.len() <= 63 && *first != b'-' && bytes.iter().all(valid_char) =>
-            {
+            Some(first) if bytes.len() <= 63 && *first != b'-' && bytes.iter().all(valid_char) => {
                 Ok(TenantId(raw.to_owned()))
             }
             _ => Err(InvalidTenantId),

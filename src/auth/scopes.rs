@@ -85,7 +85,9 @@ impl ResourceScope {
     }
 
     fn grants(&self, resource_type: &str, interaction: Interaction) -> bool {
-        self.resource_type.as_deref().is_none_or(|t| t == resource_type)
+        self.resource_type
+            .as_deref()
+            .is_none_or(|t| t == resource_type)
             && self.interactions.contains(interaction.letter())
     }
 }

@@ -56,7 +56,12 @@ pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
         .map_err(|e| TokenError::Key(e.to_string()))?;
     let jwk: serde_json::Value = serde_json::from_str(&secret.public_key().to_jwk_string())
         .map_err(|e| TokenError::Key(e.to_string()))?;
-    let field = |name: &str| jwk.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let field = |name: &str| {
+        jwk.get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let thumbprint_input = format!(
         r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
         field("crv"),
@@ -127,7 +132,8 @@ impl TokenService {
         header.typ = Some("at+jwt".to_owned());
         let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes())
             .map_err(|e| TokenError::Key(e.to_string()))?;
-        jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| TokenError::Key(e.to_string()))
+        jsonwebtoken::encode(&header, &claims, &encoding)
+            .map_err(|e| TokenError::Key(e.to_string()))
     }
 
     async fn verifying_key(&self, tenant: &TenantId, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -173,12 +179,13 @@ impl TokenService {
         validation.set_audience(&[&base]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| match e
+                .kind()
+            {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            }
-        })?;
+            })?;
         if data.claims.hearth_tenant != url_tenant.as_str() {
             return Err(TokenError::WrongTenant);
         }
@@ -187,8 +194,16 @@ impl TokenService {
 }
 
 fn public_decoding_key(row: &SigningKeyRow) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
-    let x = row.public_jwk.get("x").and_then(|v| v.as_str()).unwrap_or_default();
-    let y = row.public_jwk.get("y").and_then(|v| v.as_str()).unwrap_or_default();
+    let x = row
+        .public_jwk
+        .get("x")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let y = row
+        .public_jwk
+        .get("y")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     DecodingKey::from_ec_components(x, y)
 }
 
@@ -202,5 +217,6 @@ fn unverified_tenant(token: &str) -> Result<TenantId, TokenError> {
         .decode(payload)
         .map_err(|_| TokenError::Malformed)?;
     let claim: TenantClaim = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-    TenantId::parse(&claim.hearth_tenant).map_err(|_| TokenError::Invalid("bad tenant claim".into()))
+    TenantId::parse(&claim.hearth_tenant)
+        .map_err(|_| TokenError::Invalid("bad tenant claim".into()))
 }

@@ -31,11 +31,13 @@ fn bearer_token(req: &HttpRequest) -> Result<String, FhirError> {
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| FhirError::unauthorized("invalid_request", "a bearer token is required"))?;
-    let text = value
-        .to_str()
-        .map_err(|_| FhirError::unauthorized("invalid_request", "malformed Authorization header"))?;
+    let text = value.to_str().map_err(|_| {
+        FhirError::unauthorized("invalid_request", "malformed Authorization header")
+    })?;
     match text.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim().to_owned())
         }
         _ => Err(FhirError::unauthorized(

@@ -32,7 +32,8 @@ pub async fn read_limited(
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| FhirError::bad_request("the request body could not be read"))?;
+        let chunk =
+            chunk.map_err(|_| FhirError::bad_request("the request body could not be read"))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -53,8 +54,13 @@ pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<IncomingResou
         .map_err(|_| FhirError::bad_request("the request body is not UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // serde_json's message names a line and column, never the content.
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| FhirError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
     let Value::Object(object) = value else {
         return Err(FhirError::new(
             StatusCode::BAD_REQUEST,
@@ -98,19 +104,25 @@ impl IncomingResource {
     /// The JSON to store: `resourceType`, `id`, `meta` first (with the server's versionId
     /// and lastUpdated, keeping the client's profiles, tags and labels), then the rest as sent.
     pub fn render(mut self, id: &str, stamp: &VersionStamp) -> String {
-        let resource_type = self.object.remove("resourceType").unwrap_or(Value::Null);
-        self.object.remove("id");
-        let mut meta = match self.object.remove("meta") {
+        let resource_type = self
+            .object
+            .shift_remove("resourceType")
+            .unwrap_or(Value::Null);
+        self.object.shift_remove("id");
+        let mut meta = match self.object.shift_remove("meta") {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
         };
-        meta.remove("versionId");
-        meta.remove("lastUpdated");
+        meta.shift_remove("versionId");
+        meta.shift_remove("lastUpdated");
         let mut stamped = Map::new();
         stamped.insert("versionId".into(), stamp.version_id.to_string().into());
         stamped.insert(
             "lastUpdated".into(),
-            stamp.last_updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+            stamp
+                .last_updated
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
         );
         stamped.extend(meta);
         let mut out = Map::with_capacity(self.object.len() + 3);
@@ -130,5 +142,7 @@ impl IncomingResource {
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }

@@ -16,9 +16,12 @@ pub async fn metadata(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     negotiate::require_json_response(&req)?;
-    let tenant = TenantId::parse(&path.into_inner()).map_err(|_| FhirError::not_found("unknown tenant"))?;
+    let tenant =
+        TenantId::parse(&path.into_inner()).map_err(|_| FhirError::not_found("unknown tenant"))?;
     let statement = capability_statement(&state, &tenant);
-    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(statement.to_string()))
+    Ok(HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .body(statement.to_string()))
 }
 
 pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {

@@ -40,7 +40,9 @@ fn parse_params(req: &HttpRequest) -> Result<HistoryParams, FhirError> {
             "_since" => {
                 params.since = Some(
                     DateTime::parse_from_rfc3339(&value)
-                        .map_err(|_| FhirError::bad_request("_since must be an instant with a time zone"))?
+                        .map_err(|_| {
+                            FhirError::bad_request("_since must be an instant with a time zone")
+                        })?
                         .with_timezone(&Utc),
                 );
             }
@@ -57,7 +59,12 @@ fn parse_params(req: &HttpRequest) -> Result<HistoryParams, FhirError> {
 }
 
 fn encode_cursor(c: &HistoryCursor) -> String {
-    let text = format!("{}|{}|{}", c.last_updated.timestamp_micros(), c.version_id, c.id);
+    let text = format!(
+        "{}|{}|{}",
+        c.last_updated.timestamp_micros(),
+        c.version_id,
+        c.id
+    );
     URL_SAFE_NO_PAD.encode(text)
 }
 
@@ -66,8 +73,14 @@ fn decode_cursor(token: &str) -> Result<HistoryCursor, FhirError> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, '|');
-    let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
-    let version_id: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+    let micros: i64 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(invalid)?;
+    let version_id: i64 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(invalid)?;
     let id = parts.next().ok_or_else(invalid)?.to_owned();
     Ok(HistoryCursor {
         last_updated: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
@@ -110,7 +123,14 @@ async fn history(
     let tenant = &auth.0.tenant;
     let page = state
         .store
-        .history(tenant, &resource_type, id.as_deref(), params.since, params.after.as_ref(), params.count)
+        .history(
+            tenant,
+            &resource_type,
+            id.as_deref(),
+            params.since,
+            params.after.as_ref(),
+            params.count,
+        )
         .await?;
     if id.is_some() && page.versions.is_empty() && params.after.is_none() {
         return Err(FhirError::not_found("resource not found"));
@@ -122,9 +142,15 @@ async fn history(
     };
     let mut query = format!("_count={}", params.count);
     if let Some(since) = params.since {
-        query.push_str(&format!("&_since={}", since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")));
+        query.push_str(&format!(
+            "&_since={}",
+            since
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .replace('+', "%2B")
+        ));
     }
-    let mut links = vec![json!({"relation": "self", "url": format!("{path}?{}", req.query_string())})];
+    let mut links =
+        vec![json!({"relation": "self", "url": format!("{path}?{}", req.query_string())})];
     if let Some(next) = &page.next {
         links.push(json!({"relation": "next", "url": format!("{path}?{query}&_page={}", encode_cursor(next))}));
     }
@@ -139,7 +165,9 @@ async fn history(
         "link": links,
         "entry": entries,
     });
-    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(bundle.to_string()))
+    Ok(HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .body(bundle.to_string()))
 }
 
 fn entry(base: &str, v: &StoredVersion) -> Result<Value, FhirError> {

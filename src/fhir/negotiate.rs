@@ -50,10 +50,15 @@ pub fn require_json_response(req: &HttpRequest) -> Result<(), FhirError> {
         return Ok(());
     };
     let accept = accept.to_str().map_err(|_| not_acceptable())?;
-    let acceptable = accept.split(',').map(essence).any(|m| {
-        m.is_empty() || m == "*/*" || m == "application/*" || is_json_media_type(&m)
-    });
-    if acceptable { Ok(()) } else { Err(not_acceptable()) }
+    let acceptable = accept
+        .split(',')
+        .map(essence)
+        .any(|m| m.is_empty() || m == "*/*" || m == "application/*" || is_json_media_type(&m));
+    if acceptable {
+        Ok(())
+    } else {
+        Err(not_acceptable())
+    }
 }
 
 /// Check the request body's Content-Type. A missing header is read as JSON.
@@ -125,9 +130,15 @@ mod tests {
     fn accept_and_format() {
         let ok = |r: TestRequest| require_json_response(&r.to_http_request()).is_ok();
         assert!(ok(TestRequest::default()));
-        assert!(ok(TestRequest::default().insert_header(("accept", "application/fhir+json"))));
-        assert!(ok(TestRequest::default().insert_header(("accept", "text/html, */*;q=0.8"))));
-        assert!(!ok(TestRequest::default().insert_header(("accept", "application/fhir+xml"))));
+        assert!(ok(
+            TestRequest::default().insert_header(("accept", "application/fhir+json"))
+        ));
+        assert!(ok(
+            TestRequest::default().insert_header(("accept", "text/html, */*;q=0.8"))
+        ));
+        assert!(!ok(
+            TestRequest::default().insert_header(("accept", "application/fhir+xml"))
+        ));
         assert!(!ok(TestRequest::with_uri("/x?_format=xml")));
         assert!(ok(TestRequest::with_uri("/x?_format=json")
             .insert_header(("accept", "application/fhir+xml"))));
@@ -141,7 +152,9 @@ mod tests {
             .to_http_request();
         assert_eq!(return_preference(&req), ReturnPreference::Minimal);
         assert_eq!(if_match(&req).ok(), Some(Some(7)));
-        let bad = TestRequest::default().insert_header(("if-match", "abc")).to_http_request();
+        let bad = TestRequest::default()
+            .insert_header(("if-match", "abc"))
+            .to_http_request();
         assert!(if_match(&bad).is_err());
     }
 }

@@ -28,7 +28,9 @@ fn valid_id(id: &str) -> Result<(), FhirError> {
     if is_valid_id(id) {
         Ok(())
     } else {
-        Err(FhirError::bad_request("the id in the URL is not a valid FHIR id"))
+        Err(FhirError::bad_request(
+            "the id in the URL is not a valid FHIR id",
+        ))
     }
 }
 
@@ -48,7 +50,9 @@ fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersi
     builder.insert_header((header::ETAG, negotiate::etag(v.version_id)));
     builder.insert_header((
         header::LAST_MODIFIED,
-        v.last_updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        v.last_updated
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string(),
     ));
 }
 
@@ -70,7 +74,10 @@ fn write_response(
             let outcome = operation_outcome(&[Issue {
                 severity: Severity::Information,
                 code: IssueType::Informational,
-                diagnostics: format!("{} {}/{} version {}", status, stored.resource_type, stored.id, stored.version_id),
+                diagnostics: format!(
+                    "{} {}/{} version {}",
+                    status, stored.resource_type, stored.id, stored.version_id
+                ),
                 expression: Vec::new(),
             }]);
             builder.content_type(FHIR_JSON).body(outcome.to_string())
@@ -102,7 +109,9 @@ pub async fn create(
     let tenant = tenant_of(&auth);
     let stored = state
         .store
-        .create(tenant, &resource_type, &id, |stamp| incoming.render(&id, stamp))
+        .create(tenant, &resource_type, &id, |stamp| {
+            incoming.render(&id, stamp)
+        })
         .await?;
     let location = format!(
         "{}/{}/{}/_history/{}",
@@ -111,7 +120,12 @@ pub async fn create(
         id,
         stored.version_id
     );
-    Ok(write_response(&req, StatusCode::CREATED, &stored, Some(location)))
+    Ok(write_response(
+        &req,
+        StatusCode::CREATED,
+        &stored,
+        Some(location),
+    ))
 }
 
 pub async fn read(
@@ -123,7 +137,10 @@ pub async fn read(
     let (_, resource_type, id) = path.into_inner();
     preflight(&req, &auth, &resource_type, Interaction::Read)?;
     valid_id(&id)?;
-    let stored = state.store.read(tenant_of(&auth), &resource_type, &id).await?;
+    let stored = state
+        .store
+        .read(tenant_of(&auth), &resource_type, &id)
+        .await?;
     Ok(resource_response(&stored))
 }
 
@@ -173,18 +190,24 @@ pub async fn update(
     match incoming.id() {
         Some(Value::String(body_id)) if *body_id == id => {}
         Some(_) => {
-            return Err(FhirError::bad_request("the id in the body does not match the URL")
-                .at(format!("{resource_type}.id")));
+            return Err(
+                FhirError::bad_request("the id in the body does not match the URL")
+                    .at(format!("{resource_type}.id")),
+            );
         }
         None => {
-            return Err(FhirError::bad_request("an update must carry the resource id in the body")
-                .at(format!("{resource_type}.id")));
+            return Err(
+                FhirError::bad_request("an update must carry the resource id in the body")
+                    .at(format!("{resource_type}.id")),
+            );
         }
     }
     let tenant = tenant_of(&auth);
     let (stored, created) = state
         .store
-        .update(tenant, &resource_type, &id, if_match, |stamp| incoming.render(&id, stamp))
+        .update(tenant, &resource_type, &id, if_match, |stamp| {
+            incoming.render(&id, stamp)
+        })
         .await?;
     let (status, location) = if created {
         let location = format!(

@@ -24,7 +24,8 @@ fn request_id(req: &ServiceRequest) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
@@ -44,10 +45,15 @@ pub async fn request_log(
     let _entered = span.enter();
     match result {
         Ok(mut response) => {
-            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let route = response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
             let status = response.status().as_u16();
             if let Some(state) = &state {
-                state.metrics.observe(&route, &method, status, elapsed.as_secs_f64());
+                state
+                    .metrics
+                    .observe(&route, &method, status, elapsed.as_secs_f64());
             }
             tracing::info!(
                 method = %method,

@@ -285,8 +285,7 @@ impl Store {
         query.push_bind(i64::from(count) + 1);
 
         let mut tx = self.begin(tenant).await?;
-        let mut versions: Vec<StoredVersion> =
-            query.build_query_as().fetch_all(tx.conn()).await?;
+        let mut versions: Vec<StoredVersion> = query.build_query_as().fetch_all(tx.conn()).await?;
         tx.commit().await?;
         let next = if versions.len() > count as usize {
             versions.truncate(count as usize);

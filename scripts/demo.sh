@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run Hearth with a demo tenant and synthetic patients, and print what to try.
+# Provisions the private PostgreSQL cluster (scripts/db.sh) unless DATABASE_URL is set.
+# Stop with Ctrl-C; `scripts/db.sh stop` stops the database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hearth/target}"
+export HEARTH_LISTEN="${HEARTH_LISTEN:-127.0.0.1:8080}"
+export HEARTH_PUBLIC_BASE_URL="${HEARTH_PUBLIC_BASE_URL:-http://$HEARTH_LISTEN}"
+
+if [ -z "${DATABASE_URL:-}" ]; then
+    scripts/db.sh start
+    eval "$(scripts/db.sh env hearth)"
+fi
+
+cargo build --locked --bin hearth
+hearth="$CARGO_TARGET_DIR/debug/hearth"
+
+"$hearth" migrate
+"$hearth" tenant create demo --name "Demo Health System" --if-missing
+"$hearth" load --tenant demo scripts/demo-data/*.json
+token=$("$hearth" token --tenant demo --scope "system/*.cruds" --ttl 86400)
+base="$HEARTH_PUBLIC_BASE_URL/fhir/demo"
+
+cat <<MSG
+
+Hearth is starting at $HEARTH_PUBLIC_BASE_URL with tenant "demo".
+
+  FHIR base       $base
+  metadata        curl -s $base/metadata
+  a demo patient  curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1
+  its history     curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1/_history
+  health          curl -s $HEARTH_PUBLIC_BASE_URL/readyz
+  metrics         curl -s $HEARTH_PUBLIC_BASE_URL/metrics
+
+A token valid for 24 hours (scope system/*.cruds):
+
+  export TOKEN=$token
+
+Mint another:  $hearth token --tenant demo --scope "system/Patient.rs"
+
+MSG
+exec "$hearth" serve
