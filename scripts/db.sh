@@ -86,10 +86,16 @@ ensure_pg_user() {
     as_pg test -x "$BIN/postgres" -a -w "$PGDIR" && return 0
     local p="" part parts
     IFS=/ read -ra parts <<<"${BIN#/}"
-    for part in "${parts[@]}"; do # find the first directory it cannot traverse
+    # A checkout under a private directory (e.g. /root, mode 700): grant traverse-only (o+x,
+    # no listing) on the directories in the way, and say so.
+    for part in "${parts[@]}"; do
         p="$p/$part"
-        [[ -d $p ]] && ! as_pg test -x "$p" && die "user $PG_USER cannot traverse $p (try: chmod o+x '$p')"
+        if [[ -d $p ]] && ! as_pg test -x "$p"; then
+            say "granting $PG_USER traverse (chmod o+x) on $p so it can reach the cluster"
+            chmod o+x "$p"
+        fi
     done
+    as_pg test -x "$BIN/postgres" -a -w "$PGDIR" && return 0
     die "user $PG_USER cannot run $BIN/postgres or write $PGDIR (check permissions)"
 }
 
