@@ -82,10 +82,18 @@ pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
     })
 }
 
-/// Signs and verifies Hearth tokens; caches verification keys per tenant and kid.
+/// How long a verified token is remembered, at most (never past its `exp`).
+const VERIFIED_TTL_SECS: i64 = 60;
+/// Bound on remembered tokens; the cache is cleared when full.
+const VERIFIED_MAX: usize = 10_000;
+
+/// Signs and verifies Hearth tokens; caches verification keys per tenant and kid, and
+/// recently verified tokens (an ES256 verification costs more than the database read it
+/// guards).
 pub struct TokenService {
     store: Store,
     verifying_keys: RwLock<HashMap<(TenantId, String), DecodingKey>>,
+    verified: RwLock<HashMap<String, (AccessClaims, i64)>>,
 }
 
 impl TokenService {
@@ -93,6 +101,7 @@ impl TokenService {
         TokenService {
             store,
             verifying_keys: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -164,6 +173,37 @@ impl TokenService {
         url_tenant: &TenantId,
         fhir_base_of: impl Fn(&TenantId) -> String,
     ) -> Result<AccessClaims, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        let remembered = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(token).cloned());
+        let claims = match remembered {
+            Some((claims, until)) if now < until => claims,
+            _ => {
+                let claims = self.verify_signature(token, &fhir_base_of).await?;
+                let until = (now + VERIFIED_TTL_SECS).min(claims.exp);
+                if let Ok(mut cache) = self.verified.write() {
+                    if cache.len() >= VERIFIED_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(token.to_owned(), (claims.clone(), until));
+                }
+                claims
+            }
+        };
+        if claims.hearth_tenant != url_tenant.as_str() {
+            return Err(TokenError::WrongTenant);
+        }
+        Ok(claims)
+    }
+
+    async fn verify_signature(
+        &self,
+        token: &str,
+        fhir_base_of: &impl Fn(&TenantId) -> String,
+    ) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Invalid("unsupported alg".into()));
@@ -186,9 +226,6 @@ impl TokenService {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
-        if data.claims.hearth_tenant != url_tenant.as_str() {
-            return Err(TokenError::WrongTenant);
-        }
         Ok(data.claims)
     }
 }

@@ -90,16 +90,16 @@ impl Store {
         &self.pool
     }
 
-    /// Start a transaction scoped to `tenant`.
+    /// Start a transaction scoped to `tenant`, in one round trip: BEGIN and the SET LOCALs go
+    /// as one simple-protocol batch. Inlining is safe because a `TenantId` is `[a-z0-9-]` only
+    /// (checked at parse time) and the timeout is a number.
     pub async fn begin(&self, tenant: &TenantId) -> Result<TenantTx, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('hearth.tenant', $1, true), set_config('lock_timeout', $2, true)",
-        )
-        .bind(tenant.as_str())
-        .bind(format!("{}ms", self.lock_timeout_ms))
-        .execute(&mut *tx)
-        .await?;
+        let statement = format!(
+            "BEGIN; SET LOCAL hearth.tenant = '{}'; SET LOCAL lock_timeout = '{}ms'",
+            tenant.as_str(),
+            self.lock_timeout_ms
+        );
+        let tx = self.pool.begin_with(sqlx::AssertSqlSafe(statement)).await?;
         Ok(TenantTx {
             tx,
             tenant: tenant.clone(),
