@@ -193,7 +193,13 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             require_tenant(&store, &tenant).await?;
             let mut loaded = 0usize;
             for file in files {
-                loaded += load_file(&store, &tenant, &file).await?;
+                loaded += load_file(
+                    &store,
+                    &tenant,
+                    &format!("{}/", config.fhir_base(&tenant)),
+                    &file,
+                )
+                .await?;
             }
             writeln!(out, "loaded {loaded} resources into {tenant}")?;
         }
@@ -210,6 +216,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
 async fn load_file(
     store: &Store,
     tenant: &TenantId,
+    local_base: &str,
     path: &std::path::Path,
 ) -> Result<usize, CliError> {
     let fail = |reason: String| CliError::Load {
@@ -231,6 +238,7 @@ async fn load_file(
             .unwrap_or_default(),
         _ => vec![value],
     };
+    let local_base = local_base.to_owned();
     for resource in &resources {
         let resource_type = resource
             .get("resourceType")
@@ -254,7 +262,7 @@ async fn load_file(
             .map_err(describe)?;
         store
             .update(tenant, &resource_type, &id, None, |stamp| {
-                incoming.render(&id, stamp)
+                incoming.render(&id, stamp, &local_base)
             })
             .await?;
     }

@@ -97,7 +97,7 @@ impl Default for AuthConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            filter: "info".into(),
+            filter: "info,sqlx=warn".into(),
         }
     }
 }

@@ -52,6 +52,7 @@ async fn every_advertised_interaction_is_routed() {
             "history-instance" => ctx.get(&format!("Patient/{id}/_history")),
             "history-type" => ctx.get("Patient/_history"),
             "create" => ctx.post("Patient", &patient("Routed")),
+            "search-type" => ctx.get("Patient?name=Routed"),
             other => panic!("no probe for advertised interaction {other}"),
         };
         let status = request.send().await.expect("request").status().as_u16();

@@ -64,6 +64,8 @@ struct RawElement {
     #[serde(rename = "ref")]
     content_ref: Option<String>,
     binding: Option<RawBinding>,
+    #[serde(default)]
+    summary: bool,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +107,7 @@ struct ElementDef {
     types: Vec<String>,
     content_ref: Option<String>,
     required_codes: Option<HashSet<String>>,
+    summary: bool,
 }
 
 /// The R4 element table, loaded once.
@@ -165,6 +168,7 @@ impl R4Structure {
                         max,
                         types: e.types,
                         content_ref: e.content_ref,
+                        summary: e.summary,
                         required_codes: e
                             .binding
                             .and_then(|b| b.codes)
@@ -204,6 +208,20 @@ impl R4Structure {
             .collect();
         names.sort_unstable();
         names
+    }
+
+    /// Is the top-level element `name` (e.g. `name`, or `value[x]` given as `valueQuantity`)
+    /// of `resource_type` marked isSummary? For `_summary=true`.
+    pub fn is_summary_element(&self, resource_type: &str, name: &str) -> bool {
+        let Some(ty) = self.types.get(resource_type) else {
+            return false;
+        };
+        let walk = Walk {
+            table: self,
+            issues: Vec::new(),
+        };
+        walk.resolve(ty, "", name)
+            .is_some_and(|(def, _)| def.summary)
     }
 
     /// Validate a whole resource (an object with `resourceType`).

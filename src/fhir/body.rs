@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::outcome::{FhirError, IssueType};
 use crate::conformance::R4Structure;
-use crate::store::VersionStamp;
+use crate::store::{Rendered, VersionStamp};
 
 /// Read the request body, refusing more than `limit` bytes with 413.
 pub async fn read_limited(
@@ -102,12 +102,14 @@ pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<IncomingResou
 
 impl IncomingResource {
     /// The JSON to store: `resourceType`, `id`, `meta` first (with the server's versionId
-    /// and lastUpdated, keeping the client's profiles, tags and labels), then the rest as sent.
-    pub fn render(mut self, id: &str, stamp: &VersionStamp) -> String {
+    /// and lastUpdated, keeping the client's profiles, tags and labels), then the rest as sent;
+    /// and its search index rows. `local_base` is the tenant's FHIR base with a trailing `/`.
+    pub fn render(mut self, id: &str, stamp: &VersionStamp, local_base: &str) -> Rendered {
         let resource_type = self
             .object
             .shift_remove("resourceType")
             .unwrap_or(Value::Null);
+        let type_name = resource_type.as_str().unwrap_or_default().to_owned();
         self.object.shift_remove("id");
         let mut meta = match self.object.shift_remove("meta") {
             Some(Value::Object(m)) => m,
@@ -130,7 +132,12 @@ impl IncomingResource {
         out.insert("id".into(), id.into());
         out.insert("meta".into(), Value::Object(stamped));
         out.extend(self.object);
-        Value::Object(out).to_string()
+        let resource = Value::Object(out);
+        let index = crate::search::extract(&type_name, &resource, local_base);
+        Rendered {
+            content: resource.to_string(),
+            index,
+        }
     }
 
     pub fn id(&self) -> Option<&Value> {

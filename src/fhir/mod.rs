@@ -8,6 +8,7 @@ mod history;
 pub mod negotiate;
 pub mod outcome;
 mod resource;
+mod search;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
@@ -26,6 +27,7 @@ pub const RESOURCE_INTERACTIONS: &[&str] = &[
     "history-instance",
     "history-type",
     "create",
+    "search-type",
 ];
 
 /// System-level interactions.
@@ -43,6 +45,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/{type}")
                     .route(web::post().to(resource::create))
+                    .route(web::get().to(search::search_get))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/{type}/_search")
+                    .route(web::post().to(search::search_post))
                     .default_service(web::to(not_allowed("POST"))),
             )
             .service(

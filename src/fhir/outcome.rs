@@ -238,6 +238,9 @@ impl From<StoreError> for FhirError {
                 "another request is changing this resource; retry",
             ),
             StoreError::UnknownTenant => FhirError::not_found("unknown tenant"),
+            StoreError::InvalidPageToken => {
+                FhirError::bad_request("_page is not a page token Hearth issued for this search")
+            }
             other => {
                 // The StoreError's Display carries only a SQLSTATE, never row values.
                 tracing::error!(error = %other, "store failure");

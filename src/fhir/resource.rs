@@ -107,10 +107,11 @@ pub async fn create(
     // The server assigns the id; one sent by the client is ignored (FHIR R4 create).
     let id = uuid::Uuid::new_v4().to_string();
     let tenant = tenant_of(&auth);
+    let local_base = format!("{}/", state.fhir_base(tenant));
     let stored = state
         .store
         .create(tenant, &resource_type, &id, |stamp| {
-            incoming.render(&id, stamp)
+            incoming.render(&id, stamp, &local_base)
         })
         .await?;
     let location = format!(
@@ -203,10 +204,11 @@ pub async fn update(
         }
     }
     let tenant = tenant_of(&auth);
+    let local_base = format!("{}/", state.fhir_base(tenant));
     let (stored, created) = state
         .store
         .update(tenant, &resource_type, &id, if_match, |stamp| {
-            incoming.render(&id, stamp)
+            incoming.render(&id, stamp, &local_base)
         })
         .await?;
     let (status, location) = if created {

@@ -5,8 +5,10 @@
 //! Queries also name `tenant_id` explicitly, for the planner; RLS is the last line, not the
 //! only one.
 
+mod index;
 mod resources;
 mod schema;
+mod search;
 mod tenants;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -14,8 +16,9 @@ use sqlx::{Postgres, Transaction};
 
 use crate::tenant::TenantId;
 
-pub use resources::{HistoryCursor, HistoryPage, StoredVersion, VersionStamp};
+pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use schema::{SchemaStatus, migrate, schema_status};
+pub use search::SearchPage;
 pub use tenants::{SigningKeyRow, Tenant, list_tenants};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum StoreError {
     Busy,
     #[error("a concurrent change to the same resource won")]
     ConcurrentChange,
+    #[error("the page token is not one this server issued for this search")]
+    InvalidPageToken,
     #[error("unknown tenant")]
     UnknownTenant,
     #[error("tenant already exists")]

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use super::index::{IndexColumns, WRITE_VERSION};
 use super::{Store, StoreError, TenantTx};
+use crate::search::IndexEntry;
 use crate::tenant::TenantId;
 
 /// The server-assigned identity of one version.
@@ -33,6 +35,12 @@ impl StoredVersion {
     }
 }
 
+/// What a write stores: the JSON and its search index rows.
+pub struct Rendered {
+    pub content: String,
+    pub index: Vec<IndexEntry>,
+}
+
 /// Where a history page starts: strictly older than this point, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryCursor {
@@ -52,31 +60,21 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
-const INSERT_VERSION: &str = "
-    WITH v AS (
-        INSERT INTO resource_versions
-               (tenant_id, resource_type, id, version_id, last_updated, deleted, content)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        RETURNING tenant_id, resource_type, id, version_id, last_updated, deleted)
-    INSERT INTO resources (tenant_id, resource_type, id, version_id, last_updated, deleted)
-    SELECT tenant_id, resource_type, id, version_id, last_updated, deleted FROM v
-    ON CONFLICT (tenant_id, resource_type, id) DO UPDATE
-       SET version_id = EXCLUDED.version_id,
-           last_updated = EXCLUDED.last_updated,
-           deleted = EXCLUDED.deleted";
-
 const SELECT_VERSION_COLUMNS: &str =
     "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content";
 
+/// Write one version with its index rows (none for a delete) in one statement.
 async fn insert_version(
     tx: &mut TenantTx,
     resource_type: &str,
     id: &str,
     stamp: &VersionStamp,
     content: Option<&str>,
+    index: &[IndexEntry],
 ) -> Result<(), StoreError> {
     let tenant = tx.tenant().as_str().to_owned();
-    sqlx::query(INSERT_VERSION)
+    let c = IndexColumns::from_entries(index);
+    sqlx::query(WRITE_VERSION)
         .bind(tenant)
         .bind(resource_type)
         .bind(id)
@@ -84,6 +82,40 @@ async fn insert_version(
         .bind(stamp.last_updated)
         .bind(content.is_none())
         .bind(content)
+        .bind(c.token.0)
+        .bind(c.token.1)
+        .bind(c.token.2)
+        .bind(c.token.3)
+        .bind(c.token.4)
+        .bind(c.token.5)
+        .bind(c.string.0)
+        .bind(c.string.1)
+        .bind(c.string.2)
+        .bind(c.date.0)
+        .bind(c.date.1)
+        .bind(c.date.2)
+        .bind(c.reference.0)
+        .bind(c.reference.1)
+        .bind(c.reference.2)
+        .bind(c.reference.3)
+        .bind(c.quantity.0)
+        .bind(c.quantity.1)
+        .bind(c.quantity.2)
+        .bind(c.quantity.3)
+        .bind(c.quantity.4)
+        .bind(c.number.0)
+        .bind(c.number.1)
+        .bind(c.uri.0)
+        .bind(c.uri.1)
+        .bind(c.composite.0)
+        .bind(c.composite.1)
+        .bind(c.composite.2)
+        .bind(c.composite.3)
+        .bind(c.composite.4)
+        .bind(c.composite.5)
+        .bind(c.composite.6)
+        .bind(c.composite.7)
+        .bind(c.composite.8)
         .execute(tx.conn())
         .await?;
     Ok(())
@@ -129,15 +161,15 @@ impl Store {
         tenant: &TenantId,
         resource_type: &str,
         id: &str,
-        render: impl FnOnce(&VersionStamp) -> String,
+        render: impl FnOnce(&VersionStamp) -> Rendered,
     ) -> Result<StoredVersion, StoreError> {
         let stamp = VersionStamp {
             version_id: 1,
             last_updated: now(),
         };
-        let content = render(&stamp);
+        let Rendered { content, index } = render(&stamp);
         let mut tx = self.begin(tenant).await?;
-        insert_version(&mut tx, resource_type, id, &stamp, Some(&content)).await?;
+        insert_version(&mut tx, resource_type, id, &stamp, Some(&content), &index).await?;
         tx.commit().await?;
         Ok(StoredVersion {
             resource_type: resource_type.to_owned(),
@@ -157,7 +189,7 @@ impl Store {
         resource_type: &str,
         id: &str,
         if_match: Option<i64>,
-        render: impl FnOnce(&VersionStamp) -> String,
+        render: impl FnOnce(&VersionStamp) -> Rendered,
     ) -> Result<(StoredVersion, bool), StoreError> {
         let mut tx = self.begin(tenant).await?;
         let current = lock_current(&mut tx, resource_type, id).await?;
@@ -167,8 +199,8 @@ impl Store {
             last_updated: now(),
         };
         let created = !matches!(current, Some((_, false)));
-        let content = render(&stamp);
-        insert_version(&mut tx, resource_type, id, &stamp, Some(&content)).await?;
+        let Rendered { content, index } = render(&stamp);
+        insert_version(&mut tx, resource_type, id, &stamp, Some(&content), &index).await?;
         tx.commit().await?;
         let stored = StoredVersion {
             resource_type: resource_type.to_owned(),
@@ -202,7 +234,7 @@ impl Store {
             version_id,
             last_updated: now(),
         };
-        insert_version(&mut tx, resource_type, id, &stamp, None).await?;
+        insert_version(&mut tx, resource_type, id, &stamp, None, &[]).await?;
         tx.commit().await?;
         Ok(Some(stamp))
     }
