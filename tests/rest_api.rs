@@ -32,6 +32,35 @@ async fn metadata_is_public_and_describes_the_server() {
         .collect();
     assert_eq!(codes, hearth::fhir::RESOURCE_INTERACTIONS);
     assert_eq!(patient["versioning"], "versioned-update");
+    // Search parameters come from the registry, with their definitions.
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .expect("searchParam")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for expected in [
+        "_id",
+        "_lastUpdated",
+        "name",
+        "birthdate",
+        "identifier",
+        "gender",
+        "race",
+    ] {
+        assert!(params.contains(&expected), "Patient searchParam {expected}");
+    }
+    let revincludes = patient["searchRevInclude"].as_array().expect("revincludes");
+    assert!(revincludes.iter().any(|r| r == "Provenance:target"));
+    let observation = resources
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .expect("Observation listed");
+    assert!(
+        observation["searchInclude"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|r| r == "Observation:patient"))
+    );
 }
 
 /// The CapabilityStatement must not promise what the router does not serve.

@@ -29,6 +29,49 @@ async fn count_all(pool: &sqlx::PgPool, tenant: Option<&str>, table: &str) -> (i
     row
 }
 
+const ALL_TABLES: &[&str] = &[
+    "tenants",
+    "resources",
+    "resource_versions",
+    "tenant_signing_keys",
+    "search_token",
+    "search_string",
+    "search_date",
+    "search_reference",
+    "search_quantity",
+    "search_number",
+    "search_uri",
+    "search_composite",
+];
+
+#[tokio::test]
+async fn every_table_has_forced_rls_and_a_tenant_policy() {
+    ctx().await; // migrated
+    let owner = owner_pool().await;
+    let rows: Vec<(String, bool, bool, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity,
+                (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname <> '_sqlx_migrations'
+          ORDER BY 1",
+    )
+    .fetch_all(&owner)
+    .await
+    .expect("catalog");
+    let mut names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    names.sort_unstable();
+    let mut expected = ALL_TABLES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        names, expected,
+        "a new table must join ALL_TABLES (and get RLS)"
+    );
+    for (table, enabled, forced, policies) in rows {
+        assert!(enabled && forced, "{table}: RLS enabled and forced");
+        assert_eq!(policies, 1, "{table}: tenant_isolation policy");
+    }
+}
+
 #[tokio::test]
 async fn app_role_with_tenant_a_set_sees_none_of_tenant_b() {
     let a = ctx().await;

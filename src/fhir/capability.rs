@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 use super::negotiate::{self, FHIR_JSON};
 use super::outcome::FhirError;
 use super::{RESOURCE_INTERACTIONS, SYSTEM_INTERACTIONS};
+use std::collections::BTreeMap;
+
 use crate::conformance::R4Structure;
+use crate::search::{ParamType, SearchRegistry};
 use crate::state::AppState;
 use crate::tenant::TenantId;
 
@@ -29,13 +32,49 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
         .iter()
         .map(|code| json!({"code": code}))
         .collect();
+    let registry = SearchRegistry::global();
+    // Which `Source:param` can point at each type, for searchRevInclude.
+    let mut revincludes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for source in registry.searchable_types() {
+        for p in registry
+            .params(source)
+            .filter(|p| p.param_type == ParamType::Reference)
+        {
+            for target in &p.targets {
+                revincludes
+                    .entry(target.clone())
+                    .or_default()
+                    .push(format!("{source}:{}", p.code));
+            }
+        }
+    }
     let resources: Vec<Value> = R4Structure::global()
         .resource_types()
         .into_iter()
         .map(|t| {
+            let mut params = vec![
+                json!({"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"}),
+                json!({"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}),
+            ];
+            params.extend(
+                registry
+                    .params(t)
+                    .filter(|p| !matches!(p.code.as_str(), "_id" | "_lastUpdated") && p.param_type != ParamType::Special)
+                    .map(|p| json!({"name": p.code, "type": p.param_type.code(), "definition": p.url})),
+            );
+            let includes: Vec<String> = registry
+                .params(t)
+                .filter(|p| p.param_type == ParamType::Reference)
+                .map(|p| format!("{t}:{}", p.code))
+                .collect();
+            let mut revs = revincludes.get(t).cloned().unwrap_or_default();
+            revs.sort();
             json!({
                 "type": t,
                 "interaction": interactions,
+                "searchParam": params,
+                "searchInclude": includes,
+                "searchRevInclude": revs,
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,

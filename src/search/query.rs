@@ -896,12 +896,13 @@ fn predicate(
             let (first, second) = v
                 .split_once('$')
                 .ok_or_else(|| err(name, "composite values are first$second"))?;
-            let [c1, c2] = param.components.as_slice() else {
+            // Hearth indexes composites whose first part is a token (every composite in the
+            // registry's scope is).
+            let [_, c2] = param.components.as_slice() else {
                 return Err(err(name, "is not supported"));
             };
             let (s1, code1) = token_value(first);
             let code1 = code1.ok_or_else(|| err(name, "the first part needs a code"))?;
-            let _ = c1;
             let second = match c2.param_type {
                 ParamType::Token => {
                     let (s, c) = token_value(second);
