@@ -42,6 +42,7 @@ const ALL_TABLES: &[&str] = &[
     "search_number",
     "search_uri",
     "search_composite",
+    "hl7_messages",
 ];
 
 #[tokio::test]

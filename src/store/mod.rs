@@ -5,6 +5,7 @@
 //! Queries also name `tenant_id` explicitly, for the planner; RLS is the last line, not the
 //! only one.
 
+mod hl7;
 mod index;
 mod resources;
 mod schema;
@@ -17,6 +18,7 @@ use sqlx::{Postgres, Transaction};
 use crate::tenant::TenantId;
 
 pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
+pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use schema::{SchemaStatus, migrate, schema_status};
 pub use search::SearchPage;
 pub use tenants::{SigningKeyRow, Tenant, list_tenants};

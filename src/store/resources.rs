@@ -192,25 +192,9 @@ impl Store {
         render: impl FnOnce(&VersionStamp) -> Rendered,
     ) -> Result<(StoredVersion, bool), StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let current = lock_current(&mut tx, resource_type, id).await?;
-        check_if_match(if_match, current)?;
-        let stamp = VersionStamp {
-            version_id: current.map_or(1, |(v, _)| v + 1),
-            last_updated: now(),
-        };
-        let created = !matches!(current, Some((_, false)));
-        let Rendered { content, index } = render(&stamp);
-        insert_version(&mut tx, resource_type, id, &stamp, Some(&content), &index).await?;
+        let written = tx.put(resource_type, id, if_match, render).await?;
         tx.commit().await?;
-        let stored = StoredVersion {
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            version_id: stamp.version_id,
-            last_updated: stamp.last_updated,
-            deleted: false,
-            content: Some(content),
-        };
-        Ok((stored, created))
+        Ok(written)
     }
 
     /// Record a delete version. `Ok(None)` when the resource was already deleted (deletes are
@@ -330,6 +314,57 @@ impl Store {
             None
         };
         Ok(HistoryPage { versions, next })
+    }
+}
+
+impl TenantTx {
+    /// The current version (live or a delete), locked until this transaction ends.
+    pub async fn current_for_update(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let tenant = self.tenant().as_str().to_owned();
+        Ok(sqlx::query_as(
+            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
+               FROM resources r
+               JOIN resource_versions v USING (tenant_id, resource_type, id, version_id)
+              WHERE r.tenant_id = $1 AND r.resource_type = $2 AND r.id = $3
+                FOR UPDATE OF r",
+        )
+        .bind(tenant)
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(self.conn())
+        .await?)
+    }
+
+    /// Write the next version of a resource in this transaction (see [`Store::update`]).
+    pub async fn put(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+        render: impl FnOnce(&VersionStamp) -> Rendered,
+    ) -> Result<(StoredVersion, bool), StoreError> {
+        let current = lock_current(self, resource_type, id).await?;
+        check_if_match(if_match, current)?;
+        let stamp = VersionStamp {
+            version_id: current.map_or(1, |(v, _)| v + 1),
+            last_updated: now(),
+        };
+        let created = !matches!(current, Some((_, false)));
+        let Rendered { content, index } = render(&stamp);
+        insert_version(self, resource_type, id, &stamp, Some(&content), &index).await?;
+        let stored = StoredVersion {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version_id: stamp.version_id,
+            last_updated: stamp.last_updated,
+            deleted: false,
+            content: Some(content),
+        };
+        Ok((stored, created))
     }
 }
 
