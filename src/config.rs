@@ -4,6 +4,7 @@
 //! `HEARTH_CONFIG`, or `./hearth.toml` when present) < environment variables < command-line
 //! flags. Every key and its variable are listed in `hearth.example.toml`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,75 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub mllp: MllpConfig,
+}
+
+/// HL7 v2 over MLLP. Listeners are configured in the file only (they are structured).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MllpConfig {
+    pub listeners: Vec<MllpListenerConfig>,
+}
+
+/// One MLLP port. It belongs to one tenant: every message it receives, accepted or not, is
+/// stored in that tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub tenant: String,
+    #[serde(default)]
+    pub tls: Option<MllpTlsConfig>,
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Senders allowed on this port; a message from anyone else is refused with AR.
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A sending system and the site conventions of its messages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    pub name: String,
+    /// MSH-3.1; absent matches any.
+    pub sending_application: Option<String>,
+    /// MSH-4.1; absent matches any.
+    pub sending_facility: Option<String>,
+    /// Required TLS client identity: certificate subject CN or a DNS SAN.
+    pub client_identity: Option<String>,
+    /// IANA zone for timestamps without an offset (e.g. "America/New_York"). Without it
+    /// such timestamps are an error (AE): guessing a zone silently shifts clinical times.
+    pub time_zone: Option<String>,
+    /// Overrides MSH-18: "ASCII", "8859/1" or "UTF-8".
+    pub charset: Option<String>,
+    /// Identifier system for PID-3 values whose assigning authority is not mapped below.
+    pub default_identifier_system: Option<String>,
+    /// Assigning authority (CX-4.1 namespace) to identifier system URI.
+    pub assigning_authorities: BTreeMap<String, String>,
+    /// What to do with Z-segments: ignore them (default) or refuse the message.
+    pub reject_z_segments: bool,
+}
+
+fn default_max_frame_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,11 +3,10 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::outcome::{FhirError, IssueType};
-use crate::conformance::R4Structure;
-use crate::store::{Rendered, VersionStamp};
+use crate::resource::{CheckedResource, InvalidResource};
 
 /// Read the request body, refusing more than `limit` bytes with 413.
 pub async fn read_limited(
@@ -42,14 +41,9 @@ pub async fn read_limited(
     Ok(body.freeze())
 }
 
-/// A resource that passed the structural checks, as the client's JSON object.
-pub struct IncomingResource {
-    pub object: Map<String, Value>,
-}
-
 /// Parse and check a resource body for `resource_type`. 400 for unreadable content,
 /// 422 for content that reads but breaks R4 rules.
-pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<IncomingResource, FhirError> {
+pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<CheckedResource, FhirError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| FhirError::bad_request("the request body is not UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -80,69 +74,14 @@ pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<IncomingResou
             return Err(FhirError::bad_request("resourceType is missing").at("resourceType"));
         }
     }
-    let value = Value::Object(object);
-    let issues = R4Structure::global().validate_resource(&value);
-    if !issues.is_empty() {
-        return Err(FhirError::from_structure(issues));
-    }
-    // Second opinion from fhirbolt's strict typed model; it catches what a table cannot
-    // (e.g. two `value[x]` variants at once).
-    if let Err(e) = hearth_model::check_strict(text) {
-        return Err(FhirError::new(
+    crate::resource::check(Value::Object(object)).map_err(|e| match e {
+        InvalidResource::Structure(issues) => FhirError::from_structure(issues),
+        InvalidResource::Model(message) => FhirError::new(
             StatusCode::BAD_REQUEST,
             IssueType::Structure,
-            format!("not a valid R4 {resource_type}: {e}"),
-        ));
-    }
-    let Value::Object(object) = value else {
-        return Err(FhirError::internal());
-    };
-    Ok(IncomingResource { object })
-}
-
-impl IncomingResource {
-    /// The JSON to store: `resourceType`, `id`, `meta` first (with the server's versionId
-    /// and lastUpdated, keeping the client's profiles, tags and labels), then the rest as sent;
-    /// and its search index rows. `local_base` is the tenant's FHIR base with a trailing `/`.
-    pub fn render(mut self, id: &str, stamp: &VersionStamp, local_base: &str) -> Rendered {
-        let resource_type = self
-            .object
-            .shift_remove("resourceType")
-            .unwrap_or(Value::Null);
-        let type_name = resource_type.as_str().unwrap_or_default().to_owned();
-        self.object.shift_remove("id");
-        let mut meta = match self.object.shift_remove("meta") {
-            Some(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        meta.shift_remove("versionId");
-        meta.shift_remove("lastUpdated");
-        let mut stamped = Map::new();
-        stamped.insert("versionId".into(), stamp.version_id.to_string().into());
-        stamped.insert(
-            "lastUpdated".into(),
-            stamp
-                .last_updated
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                .into(),
-        );
-        stamped.extend(meta);
-        let mut out = Map::with_capacity(self.object.len() + 3);
-        out.insert("resourceType".into(), resource_type);
-        out.insert("id".into(), id.into());
-        out.insert("meta".into(), Value::Object(stamped));
-        out.extend(self.object);
-        let resource = Value::Object(out);
-        let index = crate::search::extract(&type_name, &resource, local_base);
-        Rendered {
-            content: resource.to_string(),
-            index,
-        }
-    }
-
-    pub fn id(&self) -> Option<&Value> {
-        self.object.get("id")
-    }
+            format!("not a valid R4 {resource_type}: {message}"),
+        ),
+    })
 }
 
 /// Is `id` a valid FHIR id (`[A-Za-z0-9\-\.]{1,64}`)?

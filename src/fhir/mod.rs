@@ -14,7 +14,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
 pub use authn::Authenticated;
-pub use body::{IncomingResource, parse_resource};
+pub use body::parse_resource;
 pub use outcome::FhirError;
 
 /// Type-level and instance-level interactions every resource type supports. The
