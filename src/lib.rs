@@ -7,6 +7,7 @@ pub mod config;
 pub mod conformance;
 pub mod fhir;
 pub mod ops;
+pub mod resource;
 pub mod search;
 pub mod server;
 pub mod state;
