@@ -60,6 +60,10 @@ pub enum Command {
     },
     /// Benchmark FHIR create/read over HTTP against the raw-SQL ceiling.
     Bench(crate::bench::BenchArgs),
+    /// Write deterministic synthetic US Core records (about 100 resources per patient).
+    DemoData(crate::synth::DemoDataArgs),
+    /// Benchmark read-by-id, US Core searches and paging against a demo-data tenant.
+    BenchSearch(crate::bench_search::BenchSearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -206,6 +210,14 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::Bench(args) => {
             drop(out);
             crate::bench::run(config, args).await?;
+        }
+        Command::DemoData(args) => {
+            drop(out);
+            crate::synth::run(config, args).await?;
+        }
+        Command::BenchSearch(args) => {
+            drop(out);
+            crate::bench_search::run(config, args).await?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod bench_search;
 pub mod cli;
 pub mod config;
 pub mod conformance;
@@ -12,5 +13,6 @@ pub mod search;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod synth;
 pub mod telemetry;
 pub mod tenant;

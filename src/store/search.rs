@@ -658,7 +658,10 @@ impl Store {
         let mut rows: Vec<MatchRow> = if q.count == 0 {
             Vec::new()
         } else {
-            sql.qb.build_query_as().fetch_all(tx.conn()).await?
+            // Unnamed (unprepared) statements: PostgreSQL plans each search for its own values.
+            // A cached generic plan ignores them and starts from the least selective index
+            // (e.g. every lab result of the tenant instead of one patient's records).
+            sql.qb.build_query_as().persistent(false).fetch_all(tx.conn()).await?
         };
         let has_more = rows.len() > q.count as usize;
         rows.truncate(q.count as usize);
@@ -702,6 +705,7 @@ impl Store {
                 count
                     .qb
                     .build_query_scalar::<i64>()
+                    .persistent(false)
                     .fetch_one(tx.conn())
                     .await?,
             )
@@ -837,7 +841,7 @@ impl Store {
             qb.push_bind(ids);
             qb.push(") LIMIT ");
             qb.push_bind(i64::from(max_includes()));
-            let rows: Vec<StoredVersion> = qb.build_query_as().fetch_all(tx.conn()).await?;
+            let rows: Vec<StoredVersion> = qb.build_query_as().persistent(false).fetch_all(tx.conn()).await?;
             out.extend(rows);
         }
         Ok(out)
