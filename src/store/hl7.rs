@@ -138,7 +138,11 @@ impl TenantTx {
 
 impl Store {
     /// Messages that were not accepted (AE/AR), oldest first.
-    pub async fn failed_messages(&self, tenant: &TenantId, limit: i64) -> Result<Vec<MessageSummary>, StoreError> {
+    pub async fn failed_messages(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<MessageSummary>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let rows = sqlx::query_as(
             "SELECT id, received_at, listener, sending_application, sending_facility, control_id,
@@ -155,20 +159,28 @@ impl Store {
     }
 
     /// The raw bytes and listener of a stored message.
-    pub async fn message_raw(&self, tenant: &TenantId, id: Uuid) -> Result<(Vec<u8>, String), StoreError> {
+    pub async fn message_raw(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> Result<(Vec<u8>, String), StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let row: Option<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT raw, listener FROM hl7_messages WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_str())
-                .bind(id)
-                .fetch_optional(tx.conn())
-                .await?;
+        let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+            "SELECT raw, listener FROM hl7_messages WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
         tx.commit().await?;
         row.ok_or(StoreError::NotFound)
     }
 
     /// Counts by status, for `hearth mllp failed` and metrics.
-    pub async fn message_counts(&self, tenant: &TenantId) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn message_counts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let rows = sqlx::query_as("SELECT status, count(*) FROM hl7_messages WHERE tenant_id = $1 GROUP BY status ORDER BY status")
             .bind(tenant.as_str())

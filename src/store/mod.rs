@@ -17,8 +17,8 @@ use sqlx::{Postgres, Transaction};
 
 use crate::tenant::TenantId;
 
-pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
+pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use schema::{SchemaStatus, migrate, schema_status};
 pub use search::SearchPage;
 pub use tenants::{SigningKeyRow, Tenant, list_tenants};

@@ -375,3 +375,19 @@ fn live(row: Option<StoredVersion>) -> Result<StoredVersion, StoreError> {
         Some(v) => Ok(v),
     }
 }
+
+impl TenantTx {
+    /// Resources whose reference index points at `target_type/target_id`.
+    pub async fn referrers(&mut self, target_type: &str, target_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let tenant = self.tenant().as_str().to_owned();
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT resource_type, resource_id FROM search_reference
+              WHERE tenant_id = $1 AND target_type = $2 AND target_id = $3 ORDER BY 1, 2",
+        )
+        .bind(tenant)
+        .bind(target_type)
+        .bind(target_id)
+        .fetch_all(self.conn())
+        .await?)
+    }
+}
