@@ -13,6 +13,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
     eval "$(scripts/db.sh env hearth_test)"
 fi
 : "${HEARTH_MIGRATION_DATABASE_URL:?set HEARTH_MIGRATION_DATABASE_URL (owner role) along with DATABASE_URL}"
+# Real third-party clients the integration tests drive (e.g. the `hl7` MLLP client).
+HEARTH_PEER_PYTHON=$(scripts/peers.sh)
+export HEARTH_PEER_PYTHON
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

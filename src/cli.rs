@@ -58,12 +58,37 @@ pub enum Command {
         tenant: String,
         files: Vec<PathBuf>,
     },
+    /// HL7 v2 messages: list failed ones, replay them.
+    Mllp {
+        #[command(subcommand)]
+        command: MllpCommand,
+    },
     /// Benchmark FHIR create/read over HTTP against the raw-SQL ceiling.
     Bench(crate::bench::BenchArgs),
     /// Write deterministic synthetic US Core records (about 100 resources per patient).
     DemoData(crate::synth::DemoDataArgs),
     /// Benchmark read-by-id, US Core searches and paging against a demo-data tenant.
     BenchSearch(crate::bench_search::BenchSearchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum MllpCommand {
+    /// Messages answered AE or AR, oldest first, with the reason.
+    Failed {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Process stored messages again with the current configuration of their listener.
+    Replay {
+        #[arg(long)]
+        tenant: String,
+        /// Message ids (from `failed`); `--all-failed` for every failed one.
+        ids: Vec<uuid::Uuid>,
+        #[arg(long)]
+        all_failed: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +123,8 @@ pub enum CliError {
     Load { path: String, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("mllp: {0}")]
+    Mllp(#[from] crate::hl7v2::service::ServiceError),
 }
 
 pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
@@ -137,8 +164,20 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             let listener = TcpListener::bind(config.server.listen).map_err(StartupError::Listen)?;
             drop(out);
             let state = actix_web::web::Data::new(server::prepare(config).await?);
+            let mllp = crate::hl7v2::service::start(&state.config, state.metrics.clone())?;
+            if let Some(service) = &mllp {
+                for (name, addr) in &service.addresses {
+                    tracing::info!(listener = %name, %addr, "mllp serving");
+                }
+            }
             tracing::info!(listen = %state.config.server.listen, "hearth serving");
-            server::http_server(state, listener)?.await?;
+            // SIGINT/SIGTERM end the HTTP server after its in-flight requests; then the MLLP
+            // listeners stop accepting and finish the message each connection has in hand.
+            let served = server::http_server(state, listener)?.await;
+            if let Some(service) = mllp {
+                service.stop();
+            }
+            served?;
             tracing::info!("hearth stopped");
         }
         Command::Migrate => {
@@ -206,6 +245,72 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 .await?;
             }
             writeln!(out, "loaded {loaded} resources into {tenant}")?;
+        }
+        Command::Mllp {
+            command: MllpCommand::Failed { tenant, limit },
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(&config).await?;
+            for (status, count) in store.message_counts(&tenant).await? {
+                writeln!(out, "# {status}: {count}")?;
+            }
+            for m in store.failed_messages(&tenant, limit).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}^{}\t{}^{}\t{}\t{}\t{}\tattempts={}",
+                    m.id,
+                    m.received_at.to_rfc3339(),
+                    m.listener,
+                    m.sending_application.unwrap_or_default(),
+                    m.sending_facility.unwrap_or_default(),
+                    m.message_type.unwrap_or_default(),
+                    m.trigger_event.unwrap_or_default(),
+                    m.control_id.unwrap_or_default(),
+                    m.ack_code.unwrap_or_default(),
+                    m.reason.unwrap_or_default(),
+                    m.attempts
+                )?;
+            }
+        }
+        Command::Mllp {
+            command:
+                MllpCommand::Replay {
+                    tenant,
+                    ids,
+                    all_failed,
+                },
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(&config).await?;
+            let mut ids = ids;
+            if all_failed {
+                ids.extend(
+                    store
+                        .failed_messages(&tenant, i64::MAX)
+                        .await?
+                        .into_iter()
+                        .map(|m| m.id),
+                );
+            }
+            for id in ids {
+                let (_, listener_name) = store.message_raw(&tenant, id).await?;
+                let listener = config
+                    .mllp
+                    .listeners
+                    .iter()
+                    .find(|l| l.name == listener_name && l.tenant == tenant.as_str())
+                    .ok_or_else(|| CliError::Usage(format!("message {id}: listener {listener_name} of tenant {tenant} is not configured")))?;
+                let settings = crate::hl7v2::feed::ListenerSettings::from_config(listener)
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                let ingestor = crate::hl7v2::ingest::Ingestor {
+                    store: store.clone(),
+                    local_base: format!("{}/", config.fhir_base(&tenant)),
+                    listener: settings,
+                };
+                for (id, p) in ingestor.replay(&[id]).await? {
+                    writeln!(out, "{id}\t{}", p.ack_code.map_or("none", |c| c.code()))?;
+                }
+            }
         }
         Command::Bench(args) => {
             drop(out);

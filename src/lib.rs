@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod fhir;
+pub mod hl7v2;
 pub mod ops;
 pub mod resource;
 pub mod search;

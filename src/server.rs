@@ -50,7 +50,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     Ok(AppState {
         tokens: TokenService::new(store.clone()),
         store,
-        metrics: Metrics::new()?,
+        metrics: std::sync::Arc::new(Metrics::new()?),
         started_at: chrono::Utc::now(),
         config,
     })

@@ -12,7 +12,7 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub tokens: TokenService,
-    pub metrics: Metrics,
+    pub metrics: std::sync::Arc<Metrics>,
     pub started_at: DateTime<Utc>,
 }
 

@@ -37,12 +37,16 @@ impl Metrics {
             &["route", "method", "status"],
         )?;
         let hl7_messages = IntCounterVec::new(
-            Opts::new("hl7_messages_total", "HL7 v2 messages by listener, type and acknowledgement"),
+            Opts::new(
+                "hl7_messages_total",
+                "HL7 v2 messages by listener, type and acknowledgement",
+            ),
             &["listener", "type", "ack"],
         )?;
         let hl7_ack_latency = HistogramVec::new(
-            HistogramOpts::new("hl7_ack_seconds", "HL7 v2 frame to acknowledgement")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new("hl7_ack_seconds", "HL7 v2 frame to acknowledgement").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["listener"],
         )?;
         registry.register(Box::new(requests.clone()))?;

@@ -378,7 +378,11 @@ fn live(row: Option<StoredVersion>) -> Result<StoredVersion, StoreError> {
 
 impl TenantTx {
     /// Resources whose reference index points at `target_type/target_id`.
-    pub async fn referrers(&mut self, target_type: &str, target_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn referrers(
+        &mut self,
+        target_type: &str,
+        target_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let tenant = self.tenant().as_str().to_owned();
         Ok(sqlx::query_as(
             "SELECT DISTINCT resource_type, resource_id FROM search_reference

@@ -661,7 +661,11 @@ impl Store {
             // Unnamed (unprepared) statements: PostgreSQL plans each search for its own values.
             // A cached generic plan ignores them and starts from the least selective index
             // (e.g. every lab result of the tenant instead of one patient's records).
-            sql.qb.build_query_as().persistent(false).fetch_all(tx.conn()).await?
+            sql.qb
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(tx.conn())
+                .await?
         };
         let has_more = rows.len() > q.count as usize;
         rows.truncate(q.count as usize);
@@ -841,7 +845,11 @@ impl Store {
             qb.push_bind(ids);
             qb.push(") LIMIT ");
             qb.push_bind(i64::from(max_includes()));
-            let rows: Vec<StoredVersion> = qb.build_query_as().persistent(false).fetch_all(tx.conn()).await?;
+            let rows: Vec<StoredVersion> = qb
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(tx.conn())
+                .await?;
             out.extend(rows);
         }
         Ok(out)
