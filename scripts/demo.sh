@@ -17,9 +17,25 @@ fi
 cargo build --locked --bin hearth
 hearth="$CARGO_TARGET_DIR/debug/hearth"
 
+# An MLLP listener for the demo tenant, accepting any sender.
+mkdir -p .hearth
+export HEARTH_MLLP_PORT="${HEARTH_MLLP_PORT:-2575}"
+cat > .hearth/demo.toml <<TOML
+[[mllp.listeners]]
+name = "demo-mllp"
+listen = "127.0.0.1:$HEARTH_MLLP_PORT"
+tenant = "demo"
+[[mllp.listeners.feeds]]
+name = "any-sender"
+time_zone = "America/New_York"
+TOML
+export HEARTH_CONFIG=.hearth/demo.toml
+
 "$hearth" migrate
 "$hearth" tenant create demo --name "Demo Health System" --if-missing
 "$hearth" load --tenant demo scripts/demo-data/*.json
+# A few hundred more resources through the generator (same write path as everything else).
+"$hearth" demo-data --tenant demo --patients 10
 token=$("$hearth" token --tenant demo --scope "system/*.cruds" --ttl 86400)
 base="$HEARTH_PUBLIC_BASE_URL/fhir/demo"
 
@@ -31,6 +47,7 @@ Hearth is starting at $HEARTH_PUBLIC_BASE_URL with tenant "demo".
   metadata        curl -s $base/metadata
   a demo patient  curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1
   its history     curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1/_history
+  labs            curl -s -H "Authorization: Bearer \$TOKEN" "$base/Observation?patient=demo-patient-1&category=laboratory"
   health          curl -s $HEARTH_PUBLIC_BASE_URL/readyz
   metrics         curl -s $HEARTH_PUBLIC_BASE_URL/metrics
 
@@ -39,6 +56,10 @@ A token valid for 24 hours (scope system/*.cruds):
   export TOKEN=$token
 
 Mint another:  $hearth token --tenant demo --scope "system/Patient.rs"
+
+HL7 v2 over MLLP on 127.0.0.1:$HEARTH_MLLP_PORT (tenant demo), e.g. with the hl7 package's client:
+  \$(scripts/peers.sh) tests/peers/mllp_send.py --port $HEARTH_MLLP_PORT tests/fixtures/hl7v2/adt_a01.hl7
+  $hearth mllp failed --tenant demo
 
 MSG
 exec "$hearth" serve
