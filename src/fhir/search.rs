@@ -2,7 +2,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::authn::Authenticated;
 use super::body::read_limited;
@@ -135,38 +136,63 @@ async fn search(
             ),
             expression: Vec::new(),
         }]);
-        entries.push(json!({"resource": outcome, "search": {"mode": "outcome"}}));
+        let outcome_entry = json!({"resource": outcome, "search": {"mode": "outcome"}});
+        entries.push(raw(outcome_entry.to_string())?);
     }
-    let mut bundle = Map::new();
-    bundle.insert("resourceType".into(), "Bundle".into());
-    bundle.insert("type".into(), "searchset".into());
-    if let Some(total) = page.total {
-        bundle.insert("total".into(), total.into());
-    }
-    bundle.insert("link".into(), Value::Array(links));
-    bundle.insert("entry".into(), Value::Array(entries));
-    Ok(HttpResponse::Ok()
-        .content_type(FHIR_JSON)
-        .body(Value::Object(bundle).to_string()))
+    let bundle = SearchBundle {
+        resource_type: "Bundle",
+        bundle_type: "searchset",
+        total: page.total,
+        link: links,
+        entry: entries,
+    };
+    let body = serde_json::to_string(&bundle).map_err(|_| FhirError::internal())?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
 }
 
+/// The searchset, with entries kept as the JSON text they already are.
+#[derive(serde::Serialize)]
+struct SearchBundle {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    bundle_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<i64>,
+    link: Vec<Value>,
+    entry: Vec<Box<RawValue>>,
+}
+
+fn raw(text: String) -> Result<Box<RawValue>, FhirError> {
+    RawValue::from_string(text)
+        .map_err(|_| FhirError::from(StoreError::Corrupt("resource content is not JSON")))
+}
+
+/// One entry. The stored JSON is spliced in as it is (it is served as stored, and parsing
+/// and re-serialising every resource of a page costs more than the query); only
+/// `_summary`/`_elements` need a tree.
 fn entry(
     base: &str,
     v: &StoredVersion,
     mode: &str,
     query: &SearchQuery,
-) -> Result<Value, FhirError> {
+) -> Result<Box<RawValue>, FhirError> {
     let content = v.content.as_deref().unwrap_or("{}");
-    let mut resource: Value = serde_json::from_str(content)
-        .map_err(|_| FhirError::from(StoreError::Corrupt("resource content is not JSON")))?;
-    if mode == "match" {
+    let subsetting = mode == "match"
+        && (query.elements.is_some()
+            || matches!(query.summary, Summary::True | Summary::Data | Summary::Text));
+    let resource = if subsetting {
+        let mut resource: Value = serde_json::from_str(content)
+            .map_err(|_| FhirError::from(StoreError::Corrupt("resource content is not JSON")))?;
         subset(&mut resource, query);
-    }
-    Ok(json!({
-        "fullUrl": format!("{base}/{}/{}", v.resource_type, v.id),
-        "resource": resource,
-        "search": {"mode": mode},
-    }))
+        resource.to_string()
+    } else {
+        content.to_owned()
+    };
+    let full_url = Value::from(format!("{base}/{}/{}", v.resource_type, v.id));
+    raw(format!(
+        r#"{{"fullUrl":{full_url},"resource":{resource},"search":{{"mode":"{mode}"}}}}"#
+    ))
 }
 
 /// `_summary=true|data|text` and `_elements`: keep what was asked (plus the mandatory
