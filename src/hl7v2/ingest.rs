@@ -214,7 +214,7 @@ impl Ingestor {
 
         // A concurrent duplicate on another connection loses the unique index race; the
         // retry then finds the winner's ACK.
-        for _ in 0..2 {
+        for _ in 0..3 {
             match self
                 .commit_message(receipt, &msg, feed, &control_id, received_at)
                 .await
@@ -461,6 +461,20 @@ impl Ingestor {
                 content: Content::Merge(merged),
             });
         }
+        // Messages on other connections may create or change the same resources (a shared
+        // Practitioner, Location, the patient of two messages): lock every resource this
+        // message writes, in key order, before reading any of them. A row lock cannot do
+        // it: there is no row yet when both find the resource missing.
+        let tenant = ctx.tenant.as_str();
+        let mut keys: Vec<String> = mapped
+            .writes
+            .iter()
+            .map(|w| format!("{tenant}/{}/{}", w.resource_type, w.id))
+            .collect();
+        if let Some(merge) = &mapped.merge {
+            keys.push(format!("{tenant}/Patient/{}", merge.merged));
+        }
+        tx.advisory_locks(&keys).await?;
         let mut targets: Vec<Value> = Vec::new();
         for w in &mapped.writes {
             let current = tx.current_for_update(w.resource_type, &w.id).await?;
@@ -589,6 +603,10 @@ impl Ingestor {
                     .map(|i| format!("{} ({})", i.expression, i.message))
                     .unwrap_or_default(),
                 InvalidResource::Model(m) => m,
+                InvalidResource::Profile(issues) => issues
+                    .first()
+                    .map(|i| format!("{} ({})", i.expression, i.message))
+                    .unwrap_or_default(),
             };
             ApplyError::Mapping(AckError {
                 code: 207,

@@ -207,20 +207,9 @@ impl Store {
         if_match: Option<i64>,
     ) -> Result<Option<VersionStamp>, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let current = lock_current(&mut tx, resource_type, id).await?;
-        check_if_match(if_match, current)?;
-        let version_id = match current {
-            None => return Err(StoreError::NotFound),
-            Some((_, true)) => return Ok(None),
-            Some((v, false)) => v + 1,
-        };
-        let stamp = VersionStamp {
-            version_id,
-            last_updated: now(),
-        };
-        insert_version(&mut tx, resource_type, id, &stamp, None, &[]).await?;
+        let deleted = tx.delete(resource_type, id, if_match).await?;
         tx.commit().await?;
-        Ok(Some(stamp))
+        Ok(deleted)
     }
 
     /// The current version; `Gone` if it is a delete.
@@ -231,19 +220,9 @@ impl Store {
         id: &str,
     ) -> Result<StoredVersion, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let row: Option<StoredVersion> = sqlx::query_as(
-            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
-               FROM resources r
-               JOIN resource_versions v USING (tenant_id, resource_type, id, version_id)
-              WHERE r.tenant_id = $1 AND r.resource_type = $2 AND r.id = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(resource_type)
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?;
+        let row = tx.read(resource_type, id).await;
         tx.commit().await?;
-        live(row)
+        row
     }
 
     /// One version; `Gone` if that version is a delete.
@@ -255,19 +234,9 @@ impl Store {
         version_id: i64,
     ) -> Result<StoredVersion, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let row: Option<StoredVersion> = sqlx::query_as(
-            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
-               FROM resource_versions v
-              WHERE v.tenant_id = $1 AND v.resource_type = $2 AND v.id = $3 AND v.version_id = $4",
-        )
-        .bind(tenant.as_str())
-        .bind(resource_type)
-        .bind(id)
-        .bind(version_id)
-        .fetch_optional(tx.conn())
-        .await?;
+        let row = tx.read_version(resource_type, id, version_id).await;
         tx.commit().await?;
-        live(row)
+        row
     }
 
     /// Versions of one resource (`id` given) or of a whole type, newest first.
@@ -365,6 +334,104 @@ impl TenantTx {
             content: Some(content),
         };
         Ok((stored, created))
+    }
+}
+
+impl TenantTx {
+    /// The current version in this transaction (its own writes included); `Gone` if it is a
+    /// delete. Takes no lock: for reads, not read-modify-write (see `current_for_update`).
+    pub async fn read(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<StoredVersion, StoreError> {
+        let tenant = self.tenant().as_str().to_owned();
+        let row: Option<StoredVersion> = sqlx::query_as(
+            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
+               FROM resources r
+               JOIN resource_versions v USING (tenant_id, resource_type, id, version_id)
+              WHERE r.tenant_id = $1 AND r.resource_type = $2 AND r.id = $3",
+        )
+        .bind(tenant)
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(self.conn())
+        .await?;
+        live(row)
+    }
+
+    /// One version in this transaction; `Gone` if that version is a delete.
+    pub async fn read_version(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version_id: i64,
+    ) -> Result<StoredVersion, StoreError> {
+        let tenant = self.tenant().as_str().to_owned();
+        let row: Option<StoredVersion> = sqlx::query_as(
+            "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content
+               FROM resource_versions v
+              WHERE v.tenant_id = $1 AND v.resource_type = $2 AND v.id = $3 AND v.version_id = $4",
+        )
+        .bind(tenant)
+        .bind(resource_type)
+        .bind(id)
+        .bind(version_id)
+        .fetch_optional(self.conn())
+        .await?;
+        live(row)
+    }
+
+    /// Record a delete version in this transaction (see [`Store::delete`]).
+    pub async fn delete(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<VersionStamp>, StoreError> {
+        let current = lock_current(self, resource_type, id).await?;
+        check_if_match(if_match, current)?;
+        let version_id = match current {
+            None => return Err(StoreError::NotFound),
+            Some((_, true)) => return Ok(None),
+            Some((v, false)) => v + 1,
+        };
+        let stamp = VersionStamp {
+            version_id,
+            last_updated: now(),
+        };
+        insert_version(self, resource_type, id, &stamp, None, &[]).await?;
+        Ok(Some(stamp))
+    }
+
+    /// Serialise this transaction with every other one that takes the same `key`, until it
+    /// ends. Conditional creates take one per (type, criteria): a row lock cannot stop two
+    /// requests that both found no match from both creating. Advisory locks are database-wide,
+    /// so the caller puts the tenant into the key. Waits at most the lock timeout (then Busy).
+    pub async fn advisory_lock(&mut self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+impl TenantTx {
+    /// Take several transaction-scoped advisory locks in one statement, in sorted key
+    /// order (so two transactions locking overlapping sets cannot deadlock).
+    pub async fn advisory_locks(&mut self, keys: &[String]) -> Result<(), StoreError> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        sqlx::query(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+               FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) ordered",
+        )
+        .bind(keys)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 }
 
