@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// HEARTH_SHUTDOWN_TIMEOUT_SECS: how long in-flight requests may take to finish on SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// HEARTH_MAX_BUNDLE_ENTRIES: transaction and batch Bundles with more entries get 413.
+    pub max_bundle_entries: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +143,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             workers: 0,
             shutdown_timeout_secs: 30,
+            max_bundle_entries: 1000,
         }
     }
 }
@@ -248,6 +251,9 @@ impl Config {
         if let Some(v) = var("HEARTH_SHUTDOWN_TIMEOUT_SECS") {
             self.server.shutdown_timeout_secs = parsed("HEARTH_SHUTDOWN_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = var("HEARTH_MAX_BUNDLE_ENTRIES") {
+            self.server.max_bundle_entries = parsed("HEARTH_MAX_BUNDLE_ENTRIES", v)?;
+        }
         if let Some(v) = var("HEARTH_DATABASE_URL").or_else(|| var("DATABASE_URL")) {
             self.database.url = Some(v);
         }
@@ -303,6 +309,19 @@ mod tests {
         assert_eq!(config.server.public_base_url, "https://a.example");
         assert_eq!(config.database.max_connections, 5);
         assert_eq!(config.database_url().ok(), Some("postgres://app@h/db"));
+    }
+
+    #[test]
+    fn max_bundle_entries_defaults_and_overrides() {
+        let mut config = Config::default();
+        assert_eq!(config.server.max_bundle_entries, 1000);
+        config
+            .apply_env(|n| (n == "HEARTH_MAX_BUNDLE_ENTRIES").then(|| "25".into()))
+            .expect("valid env");
+        assert_eq!(config.server.max_bundle_entries, 25);
+        let from_file: Config =
+            toml::from_str("[server]\nmax_bundle_entries = 7\n").expect("valid toml");
+        assert_eq!(from_file.server.max_bundle_entries, 7);
     }
 
     #[test]

@@ -354,7 +354,7 @@ async fn status_405_406_415() {
     let path = format!("Patient/{}", created["id"].as_str().expect("id"));
     let patch = ctx
         .client
-        .patch(ctx.url(&path))
+        .post(ctx.url(&path))
         .bearer_auth(&ctx.token)
         .body("[]")
         .send()

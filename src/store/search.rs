@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::{Postgres, QueryBuilder};
 
 use super::resources::StoredVersion;
-use super::{Store, StoreError};
+use super::{Store, StoreError, TenantTx};
 use crate::search::query::{
     Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix, SearchQuery, SortBy,
     SortKey, StringMode, SystemMatch, max_includes,
@@ -584,6 +584,18 @@ impl Store {
         tenant: &TenantId,
         q: &SearchQuery,
     ) -> Result<SearchPage, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let page = tx.search(q).await?;
+        tx.commit().await?;
+        Ok(page)
+    }
+}
+
+impl TenantTx {
+    /// Search inside this transaction, which sees the transaction's own writes: transaction
+    /// bundles and conditional operations match and write in one transaction.
+    pub async fn search(&mut self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let tenant = &self.tenant().clone();
         let cursor = q
             .page
             .as_deref()
@@ -611,7 +623,7 @@ impl Store {
             sql.push(&format!("({expr})::text"));
         }
         sql.push("]::text[] AS sort_keys FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.resource_type = r.resource_type AND v.id = r.id AND v.version_id = r.version_id");
-        self.filters(&mut sql, tenant, q);
+        Self::filters(&mut sql, tenant, q);
         if let Some(c) = &cursor {
             // Keyset: (k1, ..., id) strictly after (or before) the cursor, key by key.
             sql.push(" AND (");
@@ -654,7 +666,6 @@ impl Store {
         sql.push(" LIMIT ");
         sql.qb.push_bind(i64::from(q.count) + 1);
 
-        let mut tx = self.begin(tenant).await?;
         let mut rows: Vec<MatchRow> = if q.count == 0 {
             Vec::new()
         } else {
@@ -664,7 +675,7 @@ impl Store {
             sql.qb
                 .build_query_as()
                 .persistent(false)
-                .fetch_all(tx.conn())
+                .fetch_all(self.conn())
                 .await?
         };
         let has_more = rows.len() > q.count as usize;
@@ -704,13 +715,13 @@ impl Store {
                 qb: QueryBuilder::new("SELECT count(*) FROM resources r"),
                 aliases: 0,
             };
-            self.filters(&mut count, tenant, q);
+            Self::filters(&mut count, tenant, q);
             Some(
                 count
                     .qb
                     .build_query_scalar::<i64>()
                     .persistent(false)
-                    .fetch_one(tx.conn())
+                    .fetch_one(self.conn())
                     .await?,
             )
         } else {
@@ -728,8 +739,7 @@ impl Store {
                 content: r.content,
             })
             .collect();
-        let includes = self.includes(&mut tx, tenant, q, &matches).await?;
-        tx.commit().await?;
+        let includes = Self::includes(self, tenant, q, &matches).await?;
         Ok(SearchPage {
             matches,
             includes,
@@ -740,7 +750,7 @@ impl Store {
     }
 
     /// `WHERE` for the current, undeleted resources of the type that match every clause.
-    fn filters(&self, sql: &mut Sql, tenant: &TenantId, q: &SearchQuery) {
+    fn filters(sql: &mut Sql, tenant: &TenantId, q: &SearchQuery) {
         sql.push(" WHERE r.tenant_id = ");
         sql.bind_text(tenant.as_str());
         sql.push(" AND r.resource_type = ");
@@ -752,8 +762,7 @@ impl Store {
     }
 
     async fn includes(
-        &self,
-        tx: &mut super::TenantTx,
+        tx: &mut TenantTx,
         tenant: &TenantId,
         q: &SearchQuery,
         matches: &[StoredVersion],
@@ -780,9 +789,7 @@ impl Store {
                 if round > 0 && !inc.iterate {
                     continue;
                 }
-                let found = self
-                    .include_step(tx, tenant, inc, reverse, &frontier)
-                    .await?;
+                let found = Self::include_step(tx, tenant, inc, reverse, &frontier).await?;
                 for v in found {
                     if seen.insert((v.resource_type.clone(), v.id.clone())) {
                         added.push(v);
@@ -799,8 +806,7 @@ impl Store {
     }
 
     async fn include_step(
-        &self,
-        tx: &mut super::TenantTx,
+        tx: &mut TenantTx,
         tenant: &TenantId,
         inc: &Include,
         reverse: bool,
