@@ -69,6 +69,8 @@ pub enum Command {
     DemoData(crate::synth::DemoDataArgs),
     /// Benchmark read-by-id, US Core searches and paging against a demo-data tenant.
     BenchSearch(crate::bench_search::BenchSearchArgs),
+    /// Benchmark HL7 v2 over MLLP (ACKs/s, ACK latency) and time the ingest stages.
+    BenchMllp(crate::bench_mllp::BenchMllpArgs),
 }
 
 #[derive(Subcommand)]
@@ -103,6 +105,15 @@ pub enum TenantCommand {
     },
     /// List tenants (needs the owner role: HEARTH_MIGRATION_DATABASE_URL).
     List,
+    /// Set how writes are checked against profiles: off, warn or enforce (owner role).
+    Validation {
+        id: String,
+        #[arg(long)]
+        mode: String,
+        /// Also check the US Core profile implied by the resource type when none is declared.
+        #[arg(long)]
+        implied: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +216,20 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        Command::Tenant {
+            command: TenantCommand::Validation { id, mode, implied },
+        } => {
+            let tenant = TenantId::parse(&id)?;
+            let mode = store::ValidationMode::parse(&mode)
+                .ok_or_else(|| CliError::Usage("--mode is off, warn or enforce".into()))?;
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            store::set_tenant_validation(&owner, &tenant, mode, implied).await?;
+            writeln!(
+                out,
+                "tenant {tenant}: validation {} (implied US Core profiles: {implied})",
+                mode.code()
+            )?;
         }
         Command::Tenant {
             command: TenantCommand::List,
@@ -324,6 +349,10 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             drop(out);
             crate::bench_search::run(config, args).await?;
         }
+        Command::BenchMllp(args) => {
+            drop(out);
+            crate::bench_mllp::run(config, args).await?;
+        }
     }
     Ok(())
 }
@@ -356,6 +385,11 @@ async fn load_file(
         _ => vec![value],
     };
     let local_base = local_base.to_owned();
+    let settings = store.tenant_settings(tenant).await?;
+    let policy = crate::resource::ValidationPolicy {
+        mode: settings.validation,
+        implied: settings.validate_implied,
+    };
     for resource in &resources {
         let resource_type = resource
             .get("resourceType")
@@ -375,8 +409,9 @@ async fn load_file(
                 .collect();
             fail(format!("{resource_type}/{id}: {}", issues.join("; ")))
         };
-        let incoming = crate::fhir::parse_resource(resource.to_string().as_bytes(), &resource_type)
-            .map_err(describe)?;
+        let incoming =
+            crate::fhir::parse_resource(resource.to_string().as_bytes(), &resource_type, policy)
+                .map_err(describe)?;
         store
             .update(tenant, &resource_type, &id, None, |stamp| {
                 incoming.render(&id, stamp, &local_base)

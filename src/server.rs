@@ -52,6 +52,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         store,
         metrics: std::sync::Arc::new(Metrics::new()?),
         started_at: chrono::Utc::now(),
+        tenant_settings: Default::default(),
         config,
     })
 }

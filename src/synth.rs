@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::cli::CliError;
 use crate::config::Config;
 use crate::fhir::FhirError;
+use crate::resource::ValidationPolicy;
 use crate::store::{self, Store, StoreError};
 use crate::tenant::TenantId;
 
@@ -500,9 +501,31 @@ fn address(rng: &mut Rng, state: usize, use_: &str) -> Value {
     })
 }
 
+/// A fictional NPI (9-prefixed, so never a real one's range start) with a valid check
+/// digit: US Core checks it (us-core-17, Luhn over "80840" + the first nine digits).
 fn npi(kind: u64, n: usize) -> String {
-    // Fictional: a 9 prefix and the number, not a check-digit-valid NPI.
-    format!("9{kind}{n:08}")
+    let base = format!("9{kind}{n:07}");
+    let digits: Vec<u32> = format!("80840{base}")
+        .chars()
+        .filter_map(|c| c.to_digit(10))
+        .collect();
+    // Luhn: double every second digit from the right of the payload (which is the
+    // rightmost once the check digit is appended).
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                *d
+            }
+        })
+        .sum();
+    let check = (10 - sum % 10) % 10;
+    format!("{base}{check}")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1512,6 +1535,8 @@ struct Writer {
     store: Option<Store>,
     tenant: TenantId,
     local_base: String,
+    /// The tenant's validation, as every other write of it gets.
+    policy: ValidationPolicy,
     tally: Tally,
 }
 
@@ -1519,14 +1544,17 @@ impl Writer {
     /// Validate and store one resource exactly as `hearth load` does. A validation failure
     /// is a generator defect: counted and kept as an example, not fatal to the run.
     async fn write(&self, s: Synth) -> Result<(), CliError> {
-        let incoming =
-            match crate::fhir::parse_resource(s.body.to_string().as_bytes(), s.resource_type) {
-                Ok(incoming) => incoming,
-                Err(e) => {
-                    self.reject(&s, &e);
-                    return Ok(());
-                }
-            };
+        let incoming = match crate::fhir::parse_resource(
+            s.body.to_string().as_bytes(),
+            s.resource_type,
+            self.policy,
+        ) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                self.reject(&s, &e);
+                return Ok(());
+            }
+        };
         if let Some(store) = &self.store {
             store
                 .update(&self.tenant, s.resource_type, &s.id, None, |stamp| {
@@ -1585,8 +1613,23 @@ pub async fn run(config: Config, args: DemoDataArgs) -> Result<(), CliError> {
         }
         Some(store)
     };
+    let policy = match &store {
+        Some(store) => {
+            let t = store.tenant_settings(&tenant).await?;
+            ValidationPolicy {
+                mode: t.validation,
+                implied: t.validate_implied,
+            }
+        }
+        // A dry run checks against US Core, as an enforcing tenant would.
+        None => ValidationPolicy {
+            mode: crate::store::ValidationMode::Enforce,
+            implied: true,
+        },
+    };
     let writer = Arc::new(Writer {
         store,
+        policy,
         local_base: format!("{}/", config.fhir_base(&tenant)),
         tenant,
         tally: Tally::default(),
@@ -1674,7 +1717,12 @@ mod tests {
     use super::*;
 
     fn rejection(s: &Synth) -> Option<String> {
-        crate::fhir::parse_resource(s.body.to_string().as_bytes(), s.resource_type)
+        // Tests hold the generator to US Core, as an enforcing tenant would.
+        let policy = ValidationPolicy {
+            mode: crate::store::ValidationMode::Enforce,
+            implied: true,
+        };
+        crate::fhir::parse_resource(s.body.to_string().as_bytes(), s.resource_type, policy)
             .err()
             .map(|e| format!("{}/{}: {:?}", s.resource_type, s.id, e.issues))
     }

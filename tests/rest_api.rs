@@ -77,6 +77,12 @@ async fn every_advertised_interaction_is_routed() {
                 &format!("Patient/{id}"),
                 &json!({"resourceType": "Patient", "id": id}),
             ),
+            "patch" => ctx
+                .client
+                .patch(ctx.url(&format!("Patient/{id}")))
+                .bearer_auth(&ctx.token)
+                .header("content-type", "application/json-patch+json")
+                .body(r#"[{"op": "add", "path": "/gender", "value": "male"}]"#),
             "delete" => ctx.delete(&format!("Patient/{id}")),
             "history-instance" => ctx.get(&format!("Patient/{id}/_history")),
             "history-type" => ctx.get("Patient/_history"),
@@ -86,6 +92,14 @@ async fn every_advertised_interaction_is_routed() {
         };
         let status = request.send().await.expect("request").status().as_u16();
         assert!((200..300).contains(&status), "{code} answered {status}");
+    }
+    for (name, _) in hearth::fhir::OPERATIONS {
+        let request = match *name {
+            "validate" => ctx.post("Patient/$validate", &patient("Routed")),
+            other => panic!("no probe for advertised operation {other}"),
+        };
+        let status = request.send().await.expect("request").status().as_u16();
+        assert_eq!(status, 200, "${name}");
     }
 }
 

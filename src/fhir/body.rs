@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::outcome::{FhirError, IssueType};
-use crate::resource::{CheckedResource, InvalidResource};
+use crate::resource::{CheckedResource, ValidationPolicy};
 
 /// Read the request body, refusing more than `limit` bytes with 413.
 pub async fn read_limited(
@@ -43,7 +43,11 @@ pub async fn read_limited(
 
 /// Parse and check a resource body for `resource_type`. 400 for unreadable content,
 /// 422 for content that reads but breaks R4 rules.
-pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<CheckedResource, FhirError> {
+pub fn parse_resource(
+    bytes: &[u8],
+    resource_type: &str,
+    policy: ValidationPolicy,
+) -> Result<CheckedResource, FhirError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| FhirError::bad_request("the request body is not UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -74,14 +78,8 @@ pub fn parse_resource(bytes: &[u8], resource_type: &str) -> Result<CheckedResour
             return Err(FhirError::bad_request("resourceType is missing").at("resourceType"));
         }
     }
-    crate::resource::check(Value::Object(object)).map_err(|e| match e {
-        InvalidResource::Structure(issues) => FhirError::from_structure(issues),
-        InvalidResource::Model(message) => FhirError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::Structure,
-            format!("not a valid R4 {resource_type}: {message}"),
-        ),
-    })
+    crate::resource::check_with(Value::Object(object), policy)
+        .map_err(|e| FhirError::from_invalid(e, resource_type))
 }
 
 /// Is `id` a valid FHIR id (`[A-Za-z0-9\-\.]{1,64}`)?

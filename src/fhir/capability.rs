@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 
 use super::negotiate::{self, FHIR_JSON};
 use super::outcome::FhirError;
-use super::{RESOURCE_INTERACTIONS, SYSTEM_INTERACTIONS};
+use super::{OPERATIONS, RESOURCE_INTERACTIONS, SYSTEM_INTERACTIONS};
 use std::collections::BTreeMap;
 
-use crate::conformance::R4Structure;
+use crate::conformance::{R4Structure, known_profiles};
 use crate::search::{ParamType, SearchRegistry};
 use crate::state::AppState;
 use crate::tenant::TenantId;
@@ -69,7 +69,12 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
                 .collect();
             let mut revs = revincludes.get(t).cloned().unwrap_or_default();
             revs.sort();
-            json!({
+            let profiles: Vec<&str> = known_profiles().filter(|(_, ty)| *ty == t).map(|(url, _)| url).collect();
+            let operations: Vec<Value> = OPERATIONS
+                .iter()
+                .map(|(name, _)| json!({"name": name, "definition": format!("http://hl7.org/fhir/OperationDefinition/Resource-{name}")}))
+                .collect();
+            let mut entry = json!({
                 "type": t,
                 "interaction": interactions,
                 "searchParam": params,
@@ -78,11 +83,16 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
-                "conditionalRead": "not-supported",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
-            })
+                "conditionalCreate": true,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "operation": operations,
+            });
+            if !profiles.is_empty() {
+                entry["supportedProfile"] = json!(profiles);
+            }
+            entry
         })
         .collect();
     json!({
@@ -91,6 +101,9 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
         "date": state.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "publisher": "Hearth",
         "kind": "instance",
+        // What US Core asks a server to support is checked by tests against this registry
+        // (every SHALL search, the profiles, the interactions).
+        "instantiates": ["http://hl7.org/fhir/us/core/CapabilityStatement/us-core-server|6.1.0"],
         "software": {"name": "Hearth", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {
             "description": format!("Hearth FHIR server, tenant {tenant}"),

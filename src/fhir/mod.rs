@@ -3,12 +3,17 @@
 
 mod authn;
 mod body;
+mod bundle;
 pub mod capability;
+mod conditional;
+mod fhirpath_patch;
 mod history;
 pub mod negotiate;
 pub mod outcome;
+mod patch;
 mod resource;
 mod search;
+mod validate;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
@@ -23,6 +28,7 @@ pub const RESOURCE_INTERACTIONS: &[&str] = &[
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -30,13 +36,22 @@ pub const RESOURCE_INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
+/// Operations, as (name, level) for the CapabilityStatement; a test probes each.
+pub const OPERATIONS: &[(&str, &str)] = &[("validate", "type and instance")];
+
 /// System-level interactions.
-pub const SYSTEM_INTERACTIONS: &[&str] = &[];
+pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch"];
 
 /// Register the FHIR routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/fhir/{tenant}")
+            .service(
+                // The base URL: transaction and batch Bundles.
+                web::resource(["", "/"])
+                    .route(web::post().to(bundle::transaction_or_batch))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
             .service(
                 web::resource("/metadata")
                     .route(web::get().to(capability::metadata))
@@ -46,7 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/{type}")
                     .route(web::post().to(resource::create))
                     .route(web::get().to(search::search_get))
-                    .default_service(web::to(not_allowed("GET, POST"))),
+                    .route(web::put().to(conditional::update))
+                    .route(web::delete().to(conditional::delete))
+                    .default_service(web::to(not_allowed(conditional::TYPE_ALLOW))),
             )
             .service(
                 web::resource("/{type}/_search")
@@ -59,11 +76,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(not_allowed("GET"))),
             )
             .service(
+                web::resource("/{type}/$validate")
+                    .route(web::post().to(validate::type_level))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/{type}/{id}/$validate")
+                    .route(web::post().to(validate::instance_level))
+                    .route(web::get().to(validate::instance_level))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
                 web::resource("/{type}/{id}")
                     .route(web::get().to(resource::read))
                     .route(web::put().to(resource::update))
+                    .route(web::patch().to(patch::patch))
                     .route(web::delete().to(resource::delete))
-                    .default_service(web::to(not_allowed("GET, PUT, DELETE"))),
+                    .default_service(web::to(not_allowed("GET, PUT, PATCH, DELETE"))),
             )
             .service(
                 web::resource("/{type}/{id}/_history")

@@ -36,6 +36,7 @@ pub enum IssueType {
     Required,
     Value,
     Invariant,
+    CodeInvalid,
     Security,
     Login,
     Forbidden,
@@ -58,6 +59,7 @@ impl IssueType {
             IssueType::Required => "required",
             IssueType::Value => "value",
             IssueType::Invariant => "invariant",
+            IssueType::CodeInvalid => "code-invalid",
             IssueType::Security => "security",
             IssueType::Login => "login",
             IssueType::Forbidden => "forbidden",
@@ -189,6 +191,48 @@ impl FhirError {
             status,
             issues,
             bearer_error: None,
+        }
+    }
+}
+
+impl FhirError {
+    /// The answer to a resource the write path refused: 400 for unreadable content, 422
+    /// for R4 rules or (in an enforcing tenant) profile errors.
+    pub fn from_invalid(e: crate::resource::InvalidResource, resource_type: &str) -> Self {
+        use crate::resource::InvalidResource;
+        match e {
+            InvalidResource::Structure(issues) => FhirError::from_structure(issues),
+            InvalidResource::Model(message) => FhirError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Structure,
+                format!("not a valid R4 {resource_type}: {message}"),
+            ),
+            InvalidResource::Profile(issues) => FhirError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                issues: issues.iter().map(Issue::from_profile).collect(),
+                bearer_error: None,
+            },
+        }
+    }
+}
+
+impl Issue {
+    pub fn from_profile(p: &crate::conformance::ProfileIssue) -> Issue {
+        use crate::conformance::{ProfileIssueCode, Severity as ProfileSeverity};
+        Issue {
+            severity: match p.severity {
+                ProfileSeverity::Error => Severity::Error,
+                ProfileSeverity::Warning => Severity::Warning,
+            },
+            code: match p.code {
+                ProfileIssueCode::Required => IssueType::Required,
+                ProfileIssueCode::Value => IssueType::Value,
+                ProfileIssueCode::Invariant => IssueType::Invariant,
+                ProfileIssueCode::Structure => IssueType::Structure,
+                ProfileIssueCode::CodeInvalid => IssueType::CodeInvalid,
+            },
+            diagnostics: format!("{} (profile {})", p.message, p.profile),
+            expression: vec![p.expression.clone()],
         }
     }
 }

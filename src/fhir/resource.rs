@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::authn::Authenticated;
 use super::body::{self, is_valid_id};
+use super::conditional;
 use super::negotiate::{self, FHIR_JSON, ReturnPreference};
 use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
 use crate::auth::Interaction;
@@ -35,7 +36,7 @@ fn valid_id(id: &str) -> Result<(), FhirError> {
 }
 
 /// Common request checks, in the order clients expect their errors.
-fn preflight(
+pub(super) fn preflight(
     req: &HttpRequest,
     auth: &Authenticated,
     resource_type: &str,
@@ -46,7 +47,7 @@ fn preflight(
     auth.require(resource_type, interaction)
 }
 
-fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersion) {
+pub(super) fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersion) {
     builder.insert_header((header::ETAG, negotiate::etag(v.version_id)));
     builder.insert_header((
         header::LAST_MODIFIED,
@@ -57,11 +58,23 @@ fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersi
 }
 
 /// Answer a write according to `Prefer: return=...`.
-fn write_response(
+pub(super) fn write_response(
     req: &HttpRequest,
     status: StatusCode,
     stored: &StoredVersion,
     location: Option<String>,
+) -> HttpResponse {
+    write_response_with(req, status, stored, location, &[])
+}
+
+/// [`write_response`], reporting the profile issues a `warn` tenant accepted the write with
+/// (as warnings) when the client asks for an OperationOutcome.
+pub(super) fn write_response_with(
+    req: &HttpRequest,
+    status: StatusCode,
+    stored: &StoredVersion,
+    location: Option<String>,
+    accepted_issues: &[crate::conformance::ProfileIssue],
 ) -> HttpResponse {
     let mut builder = HttpResponse::build(status);
     version_headers(&mut builder, stored);
@@ -71,7 +84,7 @@ fn write_response(
     match negotiate::return_preference(req) {
         ReturnPreference::Minimal => builder.finish(),
         ReturnPreference::OperationOutcome => {
-            let outcome = operation_outcome(&[Issue {
+            let mut issues = vec![Issue {
                 severity: Severity::Information,
                 code: IssueType::Informational,
                 diagnostics: format!(
@@ -79,7 +92,12 @@ fn write_response(
                     status, stored.resource_type, stored.id, stored.version_id
                 ),
                 expression: Vec::new(),
-            }]);
+            }];
+            issues.extend(accepted_issues.iter().map(|p| Issue {
+                severity: Severity::Warning,
+                ..Issue::from_profile(p)
+            }));
+            let outcome = operation_outcome(&issues);
             builder.content_type(FHIR_JSON).body(outcome.to_string())
         }
         ReturnPreference::Representation => builder
@@ -102,18 +120,49 @@ pub async fn create(
     let (_, resource_type) = path.into_inner();
     preflight(&req, &auth, &resource_type, Interaction::Create)?;
     negotiate::require_json_body(&req)?;
+    let if_none_exist = conditional_create_criteria(&req, &auth, &resource_type)?;
     let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let incoming = body::parse_resource(&bytes, &resource_type)?;
+    let policy = state.validation_policy(tenant_of(&auth)).await?;
+    let incoming = body::parse_resource(&bytes, &resource_type, policy)?;
+    let accepted_issues = incoming.warnings().to_vec();
     // The server assigns the id; one sent by the client is ignored (FHIR R4 create).
     let id = uuid::Uuid::new_v4().to_string();
     let tenant = tenant_of(&auth);
     let local_base = format!("{}/", state.fhir_base(tenant));
-    let stored = state
-        .store
-        .create(tenant, &resource_type, &id, |stamp| {
-            incoming.render(&id, stamp, &local_base)
-        })
-        .await?;
+    let stored = match if_none_exist {
+        None => {
+            state
+                .store
+                .create(tenant, &resource_type, &id, |stamp| {
+                    incoming.render(&id, stamp, &local_base)
+                })
+                .await?
+        }
+        Some(criteria) => {
+            let render = |stamp: &_| incoming.render(&id, stamp, &local_base);
+            match conditional::create(&state, tenant, &resource_type, &criteria, &id, render)
+                .await?
+            {
+                Ok(created) => created,
+                // A match: 200 with it, nothing written.
+                Err(existing) => {
+                    let location = format!(
+                        "{}/{}/{}/_history/{}",
+                        state.fhir_base(tenant),
+                        resource_type,
+                        existing.id,
+                        existing.version_id
+                    );
+                    return Ok(write_response(
+                        &req,
+                        StatusCode::OK,
+                        &existing,
+                        Some(location),
+                    ));
+                }
+            }
+        }
+    };
     let location = format!(
         "{}/{}/{}/_history/{}",
         state.fhir_base(tenant),
@@ -121,11 +170,12 @@ pub async fn create(
         id,
         stored.version_id
     );
-    Ok(write_response(
+    Ok(write_response_with(
         &req,
         StatusCode::CREATED,
         &stored,
         Some(location),
+        &accepted_issues,
     ))
 }
 
@@ -142,7 +192,29 @@ pub async fn read(
         .store
         .read(tenant_of(&auth), &resource_type, &id)
         .await?;
+    if conditional::not_modified(&req, &stored) {
+        return Ok(conditional::not_modified_response(&stored));
+    }
     Ok(resource_response(&stored))
+}
+
+/// The `If-None-Exist` criteria of a create, if any. Matching is a search: the token must
+/// allow searching the type as well.
+fn conditional_create_criteria(
+    req: &HttpRequest,
+    auth: &Authenticated,
+    resource_type: &str,
+) -> Result<Option<String>, FhirError> {
+    let Some(value) = req.headers().get("if-none-exist") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| FhirError::bad_request("If-None-Exist must be search parameters as text"))?;
+    auth.require(resource_type, Interaction::Search)?;
+    Ok(Some(
+        conditional::if_none_exist_criteria(resource_type, text.trim()).to_owned(),
+    ))
 }
 
 pub async fn vread(
@@ -187,7 +259,8 @@ pub async fn update(
     negotiate::require_json_body(&req)?;
     let if_match = negotiate::if_match(&req)?;
     let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
-    let incoming = body::parse_resource(&bytes, &resource_type)?;
+    let policy = state.validation_policy(tenant_of(&auth)).await?;
+    let incoming = body::parse_resource(&bytes, &resource_type, policy)?;
     match incoming.id() {
         Some(Value::String(body_id)) if *body_id == id => {}
         Some(_) => {
@@ -203,6 +276,7 @@ pub async fn update(
             );
         }
     }
+    let accepted_issues = incoming.warnings().to_vec();
     let tenant = tenant_of(&auth);
     let local_base = format!("{}/", state.fhir_base(tenant));
     let (stored, created) = state
@@ -223,7 +297,13 @@ pub async fn update(
     } else {
         (StatusCode::OK, None)
     };
-    Ok(write_response(&req, status, &stored, location))
+    Ok(write_response_with(
+        &req,
+        status,
+        &stored,
+        location,
+        &accepted_issues,
+    ))
 }
 
 pub async fn delete(

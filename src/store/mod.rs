@@ -21,7 +21,9 @@ pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use schema::{SchemaStatus, migrate, schema_status};
 pub use search::SearchPage;
-pub use tenants::{SigningKeyRow, Tenant, list_tenants};
+pub use tenants::{
+    SigningKeyRow, Tenant, TenantSettings, ValidationMode, list_tenants, set_tenant_validation,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -13,6 +13,40 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
 }
 
+/// How strictly a tenant's writes are checked against profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationMode {
+    Off,
+    Warn,
+    Enforce,
+}
+
+impl ValidationMode {
+    pub fn parse(s: &str) -> Option<ValidationMode> {
+        Some(match s {
+            "off" => ValidationMode::Off,
+            "warn" => ValidationMode::Warn,
+            "enforce" => ValidationMode::Enforce,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            ValidationMode::Off => "off",
+            ValidationMode::Warn => "warn",
+            ValidationMode::Enforce => "enforce",
+        }
+    }
+}
+
+/// A tenant's settings that shape request handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantSettings {
+    pub validation: ValidationMode,
+    pub validate_implied: bool,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {
     pub kid: String,
@@ -49,6 +83,21 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(found.is_some())
+    }
+
+    pub async fn tenant_settings(&self, tenant: &TenantId) -> Result<TenantSettings, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let row: Option<(String, bool)> =
+            sqlx::query_as("SELECT validation, validate_implied FROM tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(tx.conn())
+                .await?;
+        tx.commit().await?;
+        let (validation, validate_implied) = row.ok_or(StoreError::UnknownTenant)?;
+        Ok(TenantSettings {
+            validation: ValidationMode::parse(&validation).unwrap_or(ValidationMode::Warn),
+            validate_implied,
+        })
     }
 
     pub async fn signing_keys(&self, tenant: &TenantId) -> Result<Vec<SigningKeyRow>, StoreError> {
@@ -101,4 +150,26 @@ pub async fn list_tenants(owner_pool: &PgPool) -> Result<Vec<Tenant>, StoreError
             .fetch_all(owner_pool)
             .await?,
     )
+}
+
+/// Change a tenant's validation settings; needs the owner role (the app role cannot update
+/// tenants).
+pub async fn set_tenant_validation(
+    owner_pool: &PgPool,
+    tenant: &TenantId,
+    mode: ValidationMode,
+    implied: bool,
+) -> Result<(), StoreError> {
+    let updated =
+        sqlx::query("UPDATE tenants SET validation = $2, validate_implied = $3 WHERE id = $1")
+            .bind(tenant.as_str())
+            .bind(mode.code())
+            .bind(implied)
+            .execute(owner_pool)
+            .await?
+            .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::UnknownTenant);
+    }
+    Ok(())
 }
