@@ -4,21 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
+use common::peer::{assert_ack, control_id, fixture, send_with};
 use common::{Ctx, ctx};
 use hearth::config::{Config, FeedConfig, MllpListenerConfig};
 use hearth::hl7v2::service::{self, MllpService};
 use hearth::ops::Metrics;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hl7v2")
-        .join(name)
-}
 
 struct Harness {
     ctx: Ctx,
@@ -82,62 +75,9 @@ async fn harness() -> Harness {
     harness_with(synth_feed(Some("America/New_York"))).await
 }
 
-/// Send files in order on one connection with the third-party client; one JSON result each.
+/// Send files in order on one connection with the third-party client; one result each.
 fn send(port: u16, files: &[&str]) -> Vec<Value> {
-    let python = std::env::var("HEARTH_PEER_PYTHON").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".hearth/venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mllp_send.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--timeout",
-            "20",
-        ])
-        .args(files.iter().map(|f| fixture(f)))
-        .output()
-        .unwrap_or_else(|e| panic!("run {python} (scripts/peers.sh installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "driver failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    assert_eq!(lines.len(), files.len(), "one result per file: {lines:?}");
-    lines
-}
-
-/// MSH-10 of a fixture.
-fn control_id(file: &str) -> String {
-    let bytes = std::fs::read(fixture(file)).expect("fixture");
-    let text = String::from_utf8_lossy(&bytes);
-    let msh = text
-        .trim_start_matches('\u{feff}')
-        .split(['\r', '\n'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    msh.split('|').nth(9).unwrap_or_default().to_owned()
-}
-
-fn assert_ack(result: &Value, file: &str, code: &str) {
-    assert_eq!(result["ack_code"], code, "{file}: {result}");
-    assert_eq!(
-        result["control_id"].as_str().unwrap_or_default(),
-        control_id(file),
-        "{file}: MSA-2 echoes MSH-10"
-    );
+    send_with(port, &[], files)
 }
 
 async fn search(ctx: &Ctx, query: &str) -> Vec<Value> {

@@ -6,11 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::peer::{assert_ack, control_id, fixture, send_with};
 use common::{Ctx, ctx};
 use hearth::config::{Config, FeedConfig, MllpListenerConfig, MllpTlsConfig};
 use hearth::hl7v2::service::{self, MllpService};
@@ -24,12 +26,6 @@ use serde_json::Value;
 
 const FEED_IDENTITY: &str = "synth-engine";
 const ROGUE_IDENTITY: &str = "rogue-engine";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hl7v2")
-        .join(name)
-}
 
 // ---------------------------------------------------------------------------------------
 // The PKI, as PEM files in a temporary directory.
@@ -187,78 +183,27 @@ enum Peer<'a> {
     Client(&'a str),
 }
 
-/// Send files in order on one connection with the third-party client; one JSON result each.
+/// Send files in order on one connection with the third-party client, as `peer`.
 fn send(h: &Harness, peer: Peer<'_>, files: &[&str]) -> Vec<Value> {
-    let python = std::env::var("HEARTH_PEER_PYTHON").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".hearth/venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mllp_send.py");
-    let mut command = Command::new(&python);
-    command.arg(script).args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &h.port.to_string(),
-        "--timeout",
-        "20",
-    ]);
+    let mut extra: Vec<OsString> = Vec::new();
     match peer {
         Peer::Plain => {}
         Peer::Anonymous => {
-            command.arg("--tls-ca").arg(h.pki.ca());
+            extra.extend(["--tls-ca".into(), h.pki.ca().into()]);
         }
         Peer::Client(cn) => {
             let (cert, key) = h.pki.client(cn);
-            command
-                .arg("--tls-ca")
-                .arg(h.pki.ca())
-                .arg("--tls-cert")
-                .arg(cert)
-                .arg("--tls-key")
-                .arg(key);
+            extra.extend([
+                "--tls-ca".into(),
+                h.pki.ca().into(),
+                "--tls-cert".into(),
+                cert.into(),
+                "--tls-key".into(),
+                key.into(),
+            ]);
         }
     }
-    let output = command
-        .args(files.iter().map(|f| fixture(f)))
-        .output()
-        .unwrap_or_else(|e| panic!("run {python} (scripts/peers.sh installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "driver failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    assert_eq!(lines.len(), files.len(), "one result per file: {lines:?}");
-    lines
-}
-
-/// MSH-10 of a fixture.
-fn control_id(file: &str) -> String {
-    let bytes = std::fs::read(fixture(file)).expect("fixture");
-    let text = String::from_utf8_lossy(&bytes);
-    let msh = text
-        .trim_start_matches('\u{feff}')
-        .split(['\r', '\n'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    msh.split('|').nth(9).unwrap_or_default().to_owned()
-}
-
-fn assert_ack(result: &Value, file: &str, code: &str) {
-    assert_eq!(result["ack_code"], code, "{file}: {result}");
-    assert_eq!(
-        result["control_id"].as_str().unwrap_or_default(),
-        control_id(file),
-        "{file}: MSA-2 echoes MSH-10"
-    );
+    send_with(h.port, &extra, files)
 }
 
 /// The driver reported a failure of this kind (its error text starts with `kind`) and no

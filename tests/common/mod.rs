@@ -2,6 +2,8 @@
 //! system), a fresh tenant per test, real PostgreSQL from `scripts/test.sh`.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::sync::mpsc;
