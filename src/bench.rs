@@ -47,17 +47,19 @@ fn measure(latencies: &mut [Duration], wall: Duration) -> Measurement {
     }
 }
 
-/// Run `ops` operations with at most `concurrency` in flight; return per-op latency and wall time.
-async fn drive<F, Fut>(
+/// Run `ops` operations with at most `concurrency` in flight; every outcome, and the wall
+/// time. Shared by the benchmarks.
+pub(crate) async fn drive_all<T, F, Fut>(
     ops: usize,
     concurrency: usize,
     op: F,
-) -> Result<(Vec<Duration>, Duration), CliError>
+) -> Result<(Vec<T>, Duration), CliError>
 where
+    T: Send + 'static,
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(concurrency));
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(ops);
     for i in 0..ops {
@@ -68,21 +70,41 @@ where
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let fut = op(i);
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
             let result = fut.await;
             drop(permit);
-            result.map(|()| t.elapsed())
+            result
         }));
     }
-    let mut latencies = Vec::with_capacity(ops);
+    let mut results = Vec::with_capacity(ops);
     for task in tasks {
-        let latency = task
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?
-            .map_err(CliError::Usage)?;
-        latencies.push(latency);
+        results.push(task.await.map_err(|e| CliError::Usage(e.to_string()))?);
     }
-    Ok((latencies, started.elapsed()))
+    Ok((results, started.elapsed()))
+}
+
+/// [`drive_all`] for operations that succeed or fail: per-op latency, or the first error.
+async fn drive<F, Fut>(
+    ops: usize,
+    concurrency: usize,
+    op: F,
+) -> Result<(Vec<Duration>, Duration), CliError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (results, wall) = drive_all(ops, concurrency, |i| {
+        let fut = op(i);
+        async move {
+            let t = Instant::now();
+            fut.await.map(|()| t.elapsed())
+        }
+    })
+    .await?;
+    let latencies = results
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(CliError::Usage)?;
+    Ok((latencies, wall))
 }
 
 fn patient(i: usize) -> serde_json::Value {

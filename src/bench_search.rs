@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::cli::CliError;
 use crate::config::Config;
@@ -253,39 +252,6 @@ fn stats(results: Vec<Result<Sample, String>>, wall: Duration) -> Stats {
     }
 }
 
-/// Run `ops` operations with at most `concurrency` in flight; keep every outcome.
-async fn drive<F, Fut>(
-    ops: usize,
-    concurrency: usize,
-    op: F,
-) -> Result<(Vec<Result<Sample, String>>, Duration), CliError>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<Sample, String>> + Send + 'static,
-{
-    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(ops);
-    for i in 0..ops {
-        let permit = limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        let fut = op(i);
-        tasks.push(tokio::spawn(async move {
-            let result = fut.await;
-            drop(permit);
-            result
-        }));
-    }
-    let mut results = Vec::with_capacity(ops);
-    for task in tasks {
-        results.push(task.await.map_err(|e| CliError::Usage(e.to_string()))?);
-    }
-    Ok((results, started.elapsed()))
-}
-
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
@@ -517,7 +483,7 @@ pub async fn run(mut config: Config, args: BenchSearchArgs) -> Result<(), CliErr
                 })
                 .collect();
             let urls = Arc::new(urls);
-            let (results, wall) = drive(n, c, |i| {
+            let (results, wall) = crate::bench::drive_all(n, c, |i| {
                 let (client, urls) = (client.clone(), urls.clone());
                 async move {
                     let url = urls.get(i).cloned().unwrap_or_default();
