@@ -58,7 +58,7 @@ A token valid for 24 hours (scope system/*.cruds):
 Mint another:  $hearth token --tenant demo --scope "system/Patient.rs"
 
 HL7 v2 over MLLP on 127.0.0.1:$HEARTH_MLLP_PORT (tenant demo), e.g. with the hl7 package's client:
-  \$(scripts/peers.sh) tests/peers/mllp_send.py --port $HEARTH_MLLP_PORT tests/fixtures/hl7v2/adt_a01.hl7
+  \$(scripts/peers.sh) tests/peers/mllp_send.py --host 127.0.0.1 --port $HEARTH_MLLP_PORT tests/fixtures/hl7v2/adt_a01.hl7
   $hearth mllp failed --tenant demo
 
 MSG
