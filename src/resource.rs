@@ -100,14 +100,11 @@ pub fn check_with(
     value: Value,
     policy: ValidationPolicy,
 ) -> Result<CheckedResource, InvalidResource> {
+    // Structure first: profile rules assume a structurally valid resource.
+    check_structure(&value)?;
     let issues = match policy.mode {
         ValidationMode::Off => Vec::new(),
         ValidationMode::Warn | ValidationMode::Enforce => {
-            // Structure first: profile rules assume a structurally valid resource.
-            let structure = R4Structure::global().validate_resource(&value);
-            if !structure.is_empty() {
-                return Err(InvalidResource::Structure(structure));
-            }
             profile_issues(&value, &profiles_to_check(&value, policy.implied, &[]))
         }
     };
@@ -116,19 +113,30 @@ pub fn check_with(
     {
         return Err(InvalidResource::Profile(issues));
     }
-    let mut checked = check(value)?;
+    let mut checked = check_model(value)?;
     checked.warnings = issues;
     Ok(checked)
+}
+
+fn check_structure(value: &Value) -> Result<(), InvalidResource> {
+    let issues = R4Structure::global().validate_resource(value);
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidResource::Structure(issues))
+    }
 }
 
 /// Check `value` (an object whose `resourceType` the caller has already checked) against
 /// the R4 element table, then fhirbolt's strict model, which catches what a table cannot
 /// (e.g. two `value[x]` variants at once).
 pub fn check(value: Value) -> Result<CheckedResource, InvalidResource> {
-    let issues = R4Structure::global().validate_resource(&value);
-    if !issues.is_empty() {
-        return Err(InvalidResource::Structure(issues));
-    }
+    check_structure(&value)?;
+    check_model(value)
+}
+
+/// fhirbolt's strict model, on a resource the R4 table has accepted.
+fn check_model(value: Value) -> Result<CheckedResource, InvalidResource> {
     hearth_model::check_strict(&value.to_string())
         .map_err(|e| InvalidResource::Model(e.to_string()))?;
     match value {
