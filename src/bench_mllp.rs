@@ -3,7 +3,9 @@
 //! For each connection count and each round: a fresh tenant (`bench-mllp-*`), Hearth's MLLP
 //! service started in this process on 127.0.0.1:0 for it, N concurrent connections (our
 //! `mllp::MllpClient`), each sending M synthetic messages back to back and checking every ACK
-//! (MSA-1 = AA, MSA-2 = the message's MSH-10). Reported per connection count: acknowledged
+//! (MSA-1 = AA, MSA-2 = the message's MSH-10); anything else is counted, listed at the end,
+//! and makes the command fail (a connection closed without an ACK is counted too, and the
+//! message is sent again on a new connection, as a sender would). Reported per connection count: acknowledged
 //! messages per second, client-side ACK latency p50/p99, the service's own
 //! `hearth_hl7_ack_seconds`, and CPU per message of this process and of the PostgreSQL
 //! backends the service opened (Linux `/proc`), medians over rounds.
@@ -77,6 +79,8 @@ const SENDING_APPLICATION: &str = "BENCH_EHR";
 const SENDING_FACILITY: &str = "BENCH_HOSP";
 const LISTENER: &str = "bench-mllp";
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a message is sent when the connection closes without an ACK.
+const SEND_ATTEMPTS: usize = 3;
 /// `/proc/*/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SEC: f64 = 100.0;
 
@@ -702,10 +706,12 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
-fn busy_fraction(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+/// The machine's busy fraction between two readings, and its busy CPU seconds.
+fn machine_busy(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<(f64, f64)> {
     let ((b0, t0), (b1, t1)) = (before?, after?);
     let total = t1.checked_sub(t0)?;
-    (total > 0).then(|| b1.saturating_sub(b0) as f64 / total as f64)
+    let busy = b1.saturating_sub(b0) as f64;
+    (total > 0).then(|| (busy / total as f64, busy / TICKS_PER_SEC))
 }
 
 fn load_average() -> String {
@@ -745,6 +751,83 @@ async fn pg_backend_cpu(store: &Store, since: DateTime<Utc>) -> Result<Option<f6
         }
     }
     Ok(Some(total))
+}
+
+/// What the service's PostgreSQL backends were doing, summed over samples of
+/// `pg_stat_activity`.
+#[derive(Default, Clone, Copy)]
+struct BackendStates {
+    samples: u64,
+    /// Active with no wait event: on a CPU or waiting for one.
+    running: u64,
+    /// Heavyweight locks: row locks, the advisory locks of a message's resources.
+    lock: u64,
+    lwlock: u64,
+    io: u64,
+    /// Inside a transaction, waiting for Hearth's next statement (Hearth's CPU, the network).
+    in_transaction: u64,
+    /// Between transactions.
+    idle: u64,
+    other: u64,
+}
+
+impl BackendStates {
+    fn add(&mut self, o: &BackendStates) {
+        self.samples += o.samples;
+        self.running += o.running;
+        self.lock += o.lock;
+        self.lwlock += o.lwlock;
+        self.io += o.io;
+        self.in_transaction += o.in_transaction;
+        self.idle += o.idle;
+        self.other += o.other;
+    }
+
+    fn total(&self) -> u64 {
+        self.running
+            + self.lock
+            + self.lwlock
+            + self.io
+            + self.in_transaction
+            + self.idle
+            + self.other
+    }
+}
+
+/// Sample the states of this role's backends started since `since` every 20 ms until `stop`.
+async fn sample_backends(
+    pool: sqlx::PgPool,
+    since: DateTime<Utc>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<BackendStates, StoreError> {
+    let mut s = BackendStates::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let rows: Vec<(Option<String>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT state, wait_event_type, count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND usename = current_user
+                AND backend_start >= $1 AND pid <> pg_backend_pid()
+              GROUP BY 1, 2",
+        )
+        .bind(since)
+        .fetch_all(&pool)
+        .await?;
+        s.samples += 1;
+        for (state, wait, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            let slot = match (state.as_deref(), wait.as_deref()) {
+                (Some("active"), None) => &mut s.running,
+                (Some("active"), Some("Lock")) => &mut s.lock,
+                (Some("active"), Some("LWLock")) => &mut s.lwlock,
+                (Some("active"), Some("IO")) => &mut s.io,
+                (Some("idle in transaction"), _) => &mut s.in_transaction,
+                (Some("idle"), _) => &mut s.idle,
+                _ => &mut s.other,
+            };
+            *slot += n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(s)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -843,6 +926,8 @@ struct RoundResult {
     hearth_cpu_us: Option<f64>,
     pg_cpu_us: Option<f64>,
     busy: Option<f64>,
+    others: Option<f64>,
+    backends: BackendStates,
 }
 
 struct ConnectionOutcome {
@@ -850,8 +935,10 @@ struct ConnectionOutcome {
     failures: Failures,
 }
 
-/// Send every message on one connection, one at a time; a connection that breaks is counted
-/// as a failure for the message in hand and opened again for the next one.
+/// Send every message on one connection, one at a time, waiting for each ACK. A connection
+/// closed without an ACK is a failure; as a real sender would, the message is then sent again
+/// on a new connection (up to `SEND_ATTEMPTS` times), so later messages of the same patient
+/// are not refused for lack of it. Latency runs from the first attempt.
 async fn send_all(
     first: MllpClient,
     addr: SocketAddr,
@@ -861,26 +948,38 @@ async fn send_all(
     let mut latencies = Vec::with_capacity(messages.len());
     let mut failures = Failures::default();
     for m in messages.iter() {
-        let mut c = match client.take() {
-            Some(c) => c,
-            None => MllpClient::connect(addr, EXCHANGE_TIMEOUT)
-                .await
-                .map_err(|e| format!("reconnect to the MLLP listener: {e}"))?,
-        };
         let started = Instant::now();
-        match c.send(&m.raw).await {
-            Ok(ack) => {
-                let latency = started.elapsed();
-                match check_ack(&ack, &m.control_id) {
-                    Ok(()) => latencies.push(latency),
-                    Err(f) => failures.add(f),
+        for attempt in 1..=SEND_ATTEMPTS {
+            let mut c = match client.take() {
+                Some(c) => c,
+                None => MllpClient::connect(addr, EXCHANGE_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("reconnect to the MLLP listener: {e}"))?,
+            };
+            match c.send(&m.raw).await {
+                Ok(ack) => {
+                    let latency = started.elapsed();
+                    match check_ack(&ack, &m.control_id) {
+                        Ok(()) => latencies.push(latency),
+                        Err(f) => failures.add(f),
+                    }
+                    client = Some(c);
+                    break;
                 }
-                client = Some(c);
+                Err(e) => {
+                    failures.add((
+                        "connection closed without an ACK (message sent again on a new connection)"
+                            .to_owned(),
+                        format!("{} {}: {e}", m.kind.label(), m.control_id),
+                    ));
+                    if attempt == SEND_ATTEMPTS {
+                        failures.add((
+                            format!("never acknowledged in {SEND_ATTEMPTS} attempts"),
+                            format!("{} {}", m.kind.label(), m.control_id),
+                        ));
+                    }
+                }
             }
-            Err(e) => failures.add((
-                "no ACK (connection closed or timed out)".to_owned(),
-                format!("{} {}: {e}", m.kind.label(), m.control_id),
-            )),
         }
     }
     if let Some(c) = client {
@@ -936,6 +1035,8 @@ async fn drive_round(
     let sent: usize = streams.iter().map(|s| s.len()).sum();
     let cpu_before = process_cpu_secs("self");
     let machine_before = machine_ticks();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_backends(store.pool().clone(), since, stop.clone()));
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -953,9 +1054,20 @@ async fn drive_round(
         failures.merge(outcome.failures);
     }
     let wall = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let backends = sampler
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))??;
     let hearth_cpu = cpu_before.zip(process_cpu_secs("self")).map(|(a, b)| b - a);
-    let busy = busy_fraction(machine_before, machine_ticks());
+    let machine = machine_busy(machine_before, machine_ticks());
     let pg_cpu = pg_backend_cpu(store, since).await?;
+    // CPU the rest of the machine used meanwhile, in cores: what this round competed with.
+    let others = match (machine, hearth_cpu, pg_cpu) {
+        (Some((_, busy_secs)), Some(h), Some(p)) => {
+            Some(((busy_secs - h - p) / wall.as_secs_f64().max(1e-9)).max(0.0))
+        }
+        _ => None,
+    };
     let server = server_stats(
         &metrics
             .render()
@@ -984,13 +1096,15 @@ async fn drive_round(
             .then(|| server.ack_sum / server.ack_count * 1000.0),
         hearth_cpu_us: hearth_cpu.map(per_msg),
         pg_cpu_us: pg_cpu.map(per_msg),
-        busy,
+        busy: machine.map(|(fraction, _)| fraction),
+        others,
+        backends,
     })
 }
 
 fn load_header() -> String {
     format!(
-        "{:>5} {:>6} {:>7} {:>5} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>6}",
+        "{:>5} {:>6} {:>7} {:>5} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>6} {:>7}",
         "conns",
         "round",
         "acked",
@@ -1001,13 +1115,14 @@ fn load_header() -> String {
         "srv ms",
         "hearth µs",
         "pg µs",
-        "busy"
+        "busy",
+        "others"
     )
 }
 
 fn load_row(conns: usize, label: &str, acked: String, failed: String, r: &LoadSummary) -> String {
     format!(
-        "{conns:>5} {label:>6} {acked:>7} {failed:>5} {:>8.0} {:>8.2} {:>8.2} {} {} {} {}",
+        "{conns:>5} {label:>6} {acked:>7} {failed:>5} {:>8.0} {:>8.2} {:>8.2} {} {} {} {} {}",
         r.msgs_per_sec,
         r.p50_ms,
         r.p99_ms,
@@ -1017,7 +1132,8 @@ fn load_row(conns: usize, label: &str, acked: String, failed: String, r: &LoadSu
         match r.busy {
             Some(b) => format!("{:>5.0}%", b * 100.0),
             None => format!("{:>6}", "n/a"),
-        }
+        },
+        cell(r.others, 7, 2)
     )
 }
 
@@ -1030,6 +1146,7 @@ struct LoadSummary {
     hearth_cpu_us: Option<f64>,
     pg_cpu_us: Option<f64>,
     busy: Option<f64>,
+    others: Option<f64>,
 }
 
 impl From<&RoundResult> for LoadSummary {
@@ -1042,6 +1159,7 @@ impl From<&RoundResult> for LoadSummary {
             hearth_cpu_us: r.hearth_cpu_us,
             pg_cpu_us: r.pg_cpu_us,
             busy: r.busy,
+            others: r.others,
         }
     }
 }
@@ -1057,6 +1175,7 @@ fn summarize(rounds: &[RoundResult]) -> LoadSummary {
         hearth_cpu_us: col_opt(|r| r.hearth_cpu_us),
         pg_cpu_us: col_opt(|r| r.pg_cpu_us),
         busy: col_opt(|r| r.busy),
+        others: col_opt(|r| r.others),
     }
 }
 
@@ -1139,6 +1258,7 @@ struct StageRound {
     versions_per_msg: f64,
     resources: i64,
     failures: Failures,
+    backends: BackendStates,
 }
 
 async fn stage_round(
@@ -1179,6 +1299,8 @@ async fn stage_round(
     let no_identities: Vec<String> = Vec::new();
     let mut failures = Failures::default();
     let mut process_times = Vec::with_capacity(messages.len());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_backends(store.pool().clone(), since, stop.clone()));
     let cpu_before = process_cpu_secs("self");
     for m in messages {
         let started = Instant::now();
@@ -1206,6 +1328,10 @@ async fn stage_round(
         }
     }
     let hearth_cpu = cpu_before.zip(process_cpu_secs("self")).map(|(a, b)| b - a);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let backends = sampler
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))??;
     let pg_cpu = pg_backend_cpu(store, since).await?;
     let mut tx = ingestor.store.begin(tenant).await?;
     let versions: i64 =
@@ -1230,6 +1356,7 @@ async fn stage_round(
         versions_per_msg: versions as f64 / n,
         resources,
         failures,
+        backends,
     })
 }
 
@@ -1279,10 +1406,16 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
         mix: parse_mix(&args.mix)?,
         seed: args.seed,
     };
-    let store = Store::new(
-        store::connect(config.database_url()?, 2).await?,
-        config.database.lock_timeout_ms,
-    );
+    // One connection, opened now and kept: the backends opened later are the measured ones.
+    let stats_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect(config.database_url()?)
+        .await
+        .map_err(StoreError::from)?;
+    let store = Store::new(stats_pool, config.database.lock_timeout_ms);
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
@@ -1315,7 +1448,7 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
     )?;
     writeln!(
         out,
-        "msg/s = AA-acked / wall; p50/p99 = client ACK latency; srv ms = mean hearth_hl7_ack_seconds; hearth/pg µs = CPU per message of this process (client included) / of the service's PostgreSQL backends; busy = machine CPU busy"
+        "msg/s = AA-acked / wall; p50/p99 = client ACK latency; srv ms = mean hearth_hl7_ack_seconds; hearth/pg µs = CPU per message of this process (client included) / of the service's PostgreSQL backends; busy = machine CPU busy; others = cores used by other processes meanwhile"
     )?;
     writeln!(out, "{}", load_header())?;
     drop(out);
@@ -1326,6 +1459,7 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
         let streams: Vec<Arc<Vec<Generated>>> =
             (0..n).map(|c| Arc::new(stream(&plan, c, n))).collect();
         let counts = kind_counts(streams.iter().flat_map(|s| s.iter()));
+        let mut states = BackendStates::default();
         let mut rounds = Vec::with_capacity(args.rounds);
         for r in 1..=args.rounds {
             let tenant = TenantId::parse(&format!("bench-mllp-{run_id}-c{n}-r{r}"))?;
@@ -1344,6 +1478,7 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
                 )
             )?;
             all_failures.merge(std::mem::take(&mut result.failures));
+            states.add(&result.backends);
             rounds.push(result);
         }
         summaries.push((
@@ -1351,6 +1486,7 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
             rounds.first().map_or(0, |r| r.sent),
             summarize(&rounds),
             counts,
+            states,
         ));
     }
 
@@ -1363,7 +1499,7 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
         load_header().replace(" round", "   msgs"),
         "cpu-bound"
     )?;
-    for (n, sent, s, _) in &summaries {
+    for (n, sent, s, _, _) in &summaries {
         let ceiling = match (s.hearth_cpu_us, s.pg_cpu_us) {
             (Some(h), Some(p)) if h + p > 0.0 => Some(cores as f64 * 1e6 / (h + p)),
             _ => None,
@@ -1379,13 +1515,51 @@ pub async fn run(config: Config, args: BenchMllpArgs) -> Result<(), CliError> {
         out,
         "(cpu-bound = {cores} cores / (hearth + pg CPU per message): the rate at which this machine's CPUs would be saturated)"
     )?;
-    for (n, _, _, counts) in &summaries {
+    for (n, _, _, counts, _) in &summaries {
         writeln!(
             out,
             "messages per round at {n} connection(s): {}",
             describe_counts(*counts)
         )?;
     }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "the service's PostgreSQL backends, pg_stat_activity sampled every 20 ms over all rounds (share of backend samples):"
+    )?;
+    writeln!(
+        out,
+        "{:>5} {:>9} {:>9} {:>10} {:>8} {:>6} {:>16} {:>8} {:>6}",
+        "conns",
+        "backends",
+        "running",
+        "lock wait",
+        "LWLock",
+        "IO",
+        "in tx, for app",
+        "idle",
+        "other"
+    )?;
+    for (n, _, _, _, st) in &summaries {
+        let total = st.total().max(1) as f64;
+        let pct = |x: u64| format!("{:.0}%", x as f64 * 100.0 / total);
+        writeln!(
+            out,
+            "{n:>5} {:>9.1} {:>9} {:>10} {:>8} {:>6} {:>16} {:>8} {:>6}",
+            st.total() as f64 / st.samples.max(1) as f64,
+            pct(st.running),
+            pct(st.lock),
+            pct(st.lwlock),
+            pct(st.io),
+            pct(st.in_transaction),
+            pct(st.idle),
+            pct(st.other)
+        )?;
+    }
+    writeln!(
+        out,
+        "(running = active, no wait event: on a CPU or waiting for one; in tx, for app = inside a transaction waiting for Hearth's next statement; idle = between messages)"
+    )?;
     drop(out);
 
     // Where the time goes: the messages of the largest connection count, one at a time,
@@ -1521,10 +1695,10 @@ fn print_stages(
         .first()
         .and_then(|r| r.sums.first())
         .map_or(0.0, |s| s.touched as f64 / s.n.max(1) as f64);
-    // BEGIN (+ SET LOCALs, one batch), the duplicate check, one locking read per touched
-    // resource, lock + insert per version written (the Provenance included), the message
-    // row, COMMIT.
-    let round_trips = 4.0 + touched + 2.0 * versions;
+    // BEGIN (+ SET LOCALs, one batch), the duplicate check, the advisory locks of the
+    // message's resources, one locking read per touched resource, lock + insert per version
+    // written (the Provenance included), the message row, COMMIT.
+    let round_trips = 5.0 + touched + 2.0 * versions;
     let sql = stage(0, |s| s.process)
         .zip(stage(0, |s| s.parse))
         .zip(stage(0, |s| s.map))
@@ -1535,13 +1709,27 @@ fn print_stages(
         cell(hearth, 0, 0),
         cell(pg, 0, 0)
     )?;
+    let mut states = BackendStates::default();
+    for r in rounds {
+        states.add(&r.backends);
+    }
+    let total = states.total().max(1) as f64;
+    let pct = |x: u64| x as f64 * 100.0 / total;
+    writeln!(
+        out,
+        "  its PostgreSQL backend (pg_stat_activity every 20 ms): running {:.0}%, lock/LWLock/IO wait {:.0}%, in a transaction waiting for Hearth {:.0}%, idle between messages {:.0}%",
+        pct(states.running),
+        pct(states.lock + states.lwlock + states.io),
+        pct(states.in_transaction),
+        pct(states.idle + states.other)
+    )?;
     writeln!(
         out,
         "  versions written per message {versions:.2} (Provenance included); {resources:.0} distinct resources after {messages} messages"
     )?;
     writeln!(
         out,
-        "  estimated round trips per message ≈ {round_trips:.1} (4 + touched + 2 × versions written); SQL + commit per round trip ≈ {} µs",
+        "  estimated round trips per message ≈ {round_trips:.1} (5 + touched + 2 × versions written); SQL + commit per round trip ≈ {} µs",
         cell(sql.map(|s| s / round_trips), 0, 0)
     )?;
     writeln!(

@@ -71,6 +71,10 @@ pub enum Command {
     BenchSearch(crate::bench_search::BenchSearchArgs),
     /// Benchmark HL7 v2 over MLLP (ACKs/s, ACK latency) and time the ingest stages.
     BenchMllp(crate::bench_mllp::BenchMllpArgs),
+    /// Time the write-path checks (R4 table, fhirbolt strict, US Core profiles) on one core.
+    BenchValidate(crate::bench_conformance::BenchValidateArgs),
+    /// Benchmark transaction Bundles of whole synthetic records against one-by-one PUTs.
+    BenchTransaction(crate::bench_conformance::BenchTransactionArgs),
 }
 
 #[derive(Subcommand)]
@@ -352,6 +356,14 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::BenchMllp(args) => {
             drop(out);
             crate::bench_mllp::run(config, args).await?;
+        }
+        Command::BenchValidate(args) => {
+            drop(out);
+            crate::bench_conformance::run_validate(args)?;
+        }
+        Command::BenchTransaction(args) => {
+            drop(out);
+            crate::bench_conformance::run_transaction(config, args).await?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod bench_conformance;
 pub mod bench_mllp;
 pub mod bench_search;
 pub mod cli;
