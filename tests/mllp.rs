@@ -258,6 +258,19 @@ async fn status(h: &Harness) -> Value {
 }
 
 #[tokio::test]
+async fn an_update_for_an_unseen_visit_creates_it_with_unknown_status() {
+    let h = harness().await;
+    let results = send(h.port, &["adt_a08.hl7"]);
+    assert_ack(&results[0], "adt_a08.hl7", "AA");
+    let e = status(&h).await;
+    assert_eq!(e["status"], "unknown", "A08 does not invent a status");
+    assert_eq!(e["class"]["code"], "IMP");
+    // The admit that follows sets what it carries.
+    send(h.port, &["adt_a01.hl7"]);
+    assert_eq!(status(&h).await["status"], "in-progress");
+}
+
+#[tokio::test]
 async fn encounter_lifecycle_follows_the_events() {
     let h = harness().await;
     send(h.port, &["adt_a01.hl7"]);

@@ -672,6 +672,11 @@ fn merge_fields(target: &mut Map<String, Value>, fields: &Fields) {
             Field::Clear => {
                 target.shift_remove(key);
             }
+            Field::Default(v) => {
+                if !target.contains_key(key) {
+                    target.insert(key.clone(), v.clone());
+                }
+            }
             Field::Merge(inner) => {
                 let mut object = match target.get(key) {
                     Some(Value::Object(o)) => o.clone(),

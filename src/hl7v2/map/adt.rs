@@ -457,21 +457,28 @@ fn encounter(
         "A11" => Some("cancelled"),
         _ => None, // A08: the status is not the message's to change
     };
-    if let Some(s) = status {
-        e.insert("status".into(), Field::Set(s.into()));
-    }
+    match status {
+        Some(s) => e.insert("status".into(), Field::Set(s.into())),
+        // An update for a visit not seen before: its status is unknown, not guessed.
+        None => e.insert("status".into(), Field::Default("unknown".into())),
+    };
     let class = pv1.component(2, 1).map(|c| match c.as_str() {
         "E" => ("EMER", "emergency"),
         "I" => ("IMP", "inpatient encounter"),
         "P" => ("PRENC", "pre-admission"),
         _ => ("AMB", "ambulatory"),
     });
-    if let Some((code, display)) = class {
-        e.insert(
+    match class {
+        Some((code, display)) => e.insert(
             "class".into(),
             Field::Set(json!({"system": V3_ACT_CODE, "code": code, "display": display})),
-        );
-    }
+        ),
+        // Encounter.class is required; without PV1-2 on a new encounter, say it is unknown.
+        None => e.insert(
+            "class".into(),
+            Field::Default(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK", "display": "unknown"})),
+        ),
+    };
     e.insert(
         "subject".into(),
         Field::Set(json!({"reference": format!("Patient/{patient_id}")})),

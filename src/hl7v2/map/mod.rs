@@ -45,6 +45,9 @@ impl Content {
                         Field::Union(v) => {
                             created.insert(k.clone(), Value::Array(v.clone()));
                         }
+                        Field::Default(v) => {
+                            created.insert(k.clone(), v.clone());
+                        }
                         Field::Clear | Field::Merge(_) => {}
                     }
                 }
@@ -64,6 +67,9 @@ pub enum Field {
     Merge(Fields),
     /// Add array items not already present (identifiers: they never disappear).
     Union(Vec<Value>),
+    /// Set only when the element is missing: what a resource first created by a sparse
+    /// message (an A08 for a visit Hearth has not seen) needs to be valid.
+    Default(Value),
 }
 
 #[derive(Debug, Clone, PartialEq)]
