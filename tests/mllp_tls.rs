@@ -318,9 +318,20 @@ async fn another_valid_certificate_is_an_unknown_sender_refused_with_ar_and_kept
 async fn without_a_client_certificate_the_connection_fails_and_nothing_is_stored() {
     let h = harness().await;
     let results = send(&h, Peer::Anonymous, &["adt_a01.hl7"]);
-    // TLS 1.3: the client finishes its side of the handshake, the server refuses it with a
-    // certificate_required alert before any frame is read.
-    assert_no_ack(&results[0], "tls:", "no client certificate");
+    // TLS 1.3: the client finishes its side of the handshake and the server refuses it with a
+    // certificate_required alert before any frame is read. Depending on timing the client
+    // sees that alert ("tls: ...") or only the connection being closed; either way: no ACK.
+    let error = results[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("tls:") || error.contains("Connection lost") || error.contains("closed"),
+        "no client certificate: the connection fails: {}",
+        results[0]
+    );
+    assert!(
+        results[0].get("ack_code").is_none(),
+        "no ACK: {}",
+        results[0]
+    );
     assert_eq!(stored_messages(&h.ctx).await, vec![], "nothing stored");
     assert!(patients_with_mrn(&h.ctx, "MRN10002").await.is_empty());
 }
