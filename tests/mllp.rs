@@ -81,22 +81,7 @@ fn send(port: u16, files: &[&str]) -> Vec<Value> {
 }
 
 async fn search(ctx: &Ctx, query: &str) -> Vec<Value> {
-    let bundle: Value = ctx
-        .get(query)
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(bundle["resourceType"], "Bundle", "{query}: {bundle}");
-    bundle["entry"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| e["resource"].clone())
-        .collect()
+    common::search_resources(ctx, query).await
 }
 
 async fn patient_by_mrn(ctx: &Ctx, mrn: &str) -> Value {

@@ -236,22 +236,7 @@ async fn stored_messages(ctx: &Ctx) -> Vec<(String, Option<String>)> {
 }
 
 async fn patients_with_mrn(ctx: &Ctx, mrn: &str) -> Vec<Value> {
-    let bundle: Value = ctx
-        .get(&format!("Patient?identifier={mrn}"))
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(bundle["resourceType"], "Bundle", "{bundle}");
-    bundle["entry"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| e["resource"].clone())
-        .collect()
+    common::search_resources(ctx, &format!("Patient?identifier={mrn}")).await
 }
 
 // ---------------------------------------------------------------------------------------

@@ -208,3 +208,23 @@ pub fn patient(family: &str) -> Value {
         "birthDate": "1971-05-06"
     })
 }
+
+/// The resources of a search, after checking the answer is a Bundle.
+pub async fn search_resources(ctx: &Ctx, query: &str) -> Vec<Value> {
+    let bundle: Value = ctx
+        .get(query)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bundle["resourceType"], "Bundle", "{query}: {bundle}");
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
