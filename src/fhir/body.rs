@@ -59,6 +59,16 @@ pub fn parse_resource(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
+    check_value(value, resource_type, policy)
+}
+
+/// [`parse_resource`] for a resource already parsed (a Bundle entry, a patched resource):
+/// the same checks without serialising and re-reading it.
+pub fn check_value(
+    value: Value,
+    resource_type: &str,
+    policy: ValidationPolicy,
+) -> Result<CheckedResource, FhirError> {
     let Value::Object(object) = value else {
         return Err(FhirError::new(
             StatusCode::BAD_REQUEST,

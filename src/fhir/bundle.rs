@@ -791,8 +791,7 @@ fn check_resource(
     resource_type: &str,
     policy: ValidationPolicy,
 ) -> Result<CheckedResource, FhirError> {
-    body::parse_resource(resource.to_string().as_bytes(), resource_type, policy)
-        .map_err(|e| at_entry(index, e))
+    body::check_value(resource.clone(), resource_type, policy).map_err(|e| at_entry(index, e))
 }
 
 /// Where a write entry lands, once resolved in the transaction.

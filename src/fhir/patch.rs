@@ -361,7 +361,7 @@ pub(super) async fn patch_in_tx(
         );
     }
     // The same checks a PUT body gets.
-    let checked = body::parse_resource(value.to_string().as_bytes(), resource_type, policy)?;
+    let checked = body::check_value(value, resource_type, policy)?;
     let (stored, _) = tx
         .put(resource_type, id, if_match, |stamp| {
             checked.render(id, stamp, local_base)
