@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Third-party test peers: the PyPI `hl7` package (its MLLP client drives tests/peers/
-# mllp_send.py), installed into the project-local venv. Idempotent and quick on a second run.
-# Prints the python to use.
+# mllp_send.py), installed into the project-local venv, and the npm packages of
+# tests/peers/smart (oidc-provider, jose) installed from its package-lock.json.
+# Idempotent and quick on a second run. Prints the python to use (its only stdout line).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=$ROOT/.hearth/venv
@@ -9,5 +10,16 @@ VENV=$ROOT/.hearth/venv
 if ! "$VENV/bin/python" -c 'import hl7.mllp' 2>/dev/null; then
     echo "peers.sh: installing test peers (tests/peers/requirements.txt)" >&2
     "$VENV/bin/pip" install -q -r "$ROOT/tests/peers/requirements.txt" >&2
+fi
+
+SMART=$ROOT/tests/peers/smart
+STAMP=$SMART/node_modules/.hearth-package-lock.json
+if [[ ! -f $SMART/node_modules/.package-lock.json ]] || ! cmp -s "$SMART/package-lock.json" "$STAMP"; then
+    for tool in node npm; do
+        command -v "$tool" >/dev/null || { echo "peers.sh: $tool not found (needed for tests/peers/smart)" >&2; exit 1; }
+    done
+    echo "peers.sh: installing test peers (tests/peers/smart/package-lock.json)" >&2
+    npm ci --no-audit --no-fund --prefix "$SMART" >&2
+    cp "$SMART/package-lock.json" "$STAMP"
 fi
 echo "$VENV/bin/python"

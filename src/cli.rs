@@ -39,6 +39,16 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// SMART Backend Services clients of a tenant.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Identity providers a tenant trusts for user-facing apps' tokens.
+    Idp {
+        #[command(subcommand)]
+        command: IdpCommand,
+    },
     /// Mint an access token for a tenant's FHIR API.
     Token {
         #[arg(long)]
@@ -120,6 +130,57 @@ pub enum TenantCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Register a client (or replace its keys and scopes): it then gets tokens from
+    /// `/fhir/{tenant}/auth/token` with a private_key_jwt assertion.
+    Register {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Where the client publishes its public keys (https).
+        #[arg(long, conflicts_with = "jwks_file", required_unless_present = "jwks_file")]
+        jwks_url: Option<String>,
+        /// A file with the client's public keys (a JWKS document).
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        /// The most the client may ask for, e.g. "system/*.rs system/Observation.c".
+        #[arg(long)]
+        scopes: String,
+    },
+    /// List a tenant's clients.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum IdpCommand {
+    /// Trust an OpenID Connect provider: its discovery document is fetched now (the
+    /// issuer it names is recorded) and its keys whenever tokens need them.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        discovery_url: String,
+        /// The `aud` its tokens must carry (default: the tenant's FHIR base URL).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The claim naming the user as a FHIR reference.
+        #[arg(long, default_value = "fhirUser")]
+        fhir_user_claim: String,
+    },
+    /// List a tenant's trusted identity providers.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -134,6 +195,8 @@ pub enum CliError {
     Token(#[from] crate::auth::TokenError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Registration(#[from] crate::auth::registration::RegistrationError),
     #[error("{path}: {reason}")]
     Load { path: String, reason: String },
     #[error(transparent)]
@@ -243,6 +306,8 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 writeln!(out, "{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339())?;
             }
         }
+        Command::Client { command } => client_command(&config, command, &mut out).await?,
+        Command::Idp { command } => idp_command(&config, command, &mut out).await?,
         Command::Token {
             tenant,
             scope,
@@ -431,4 +496,128 @@ async fn load_file(
             .await?;
     }
     Ok(resources.len())
+}
+
+async fn client_command(
+    config: &Config,
+    command: ClientCommand,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    use crate::auth::registration::{check_client_jwks, check_client_scopes};
+    match command {
+        ClientCommand::Register {
+            tenant,
+            client_id,
+            name,
+            jwks_url,
+            jwks_file,
+            scopes,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let scopes = check_client_scopes(&scopes)?;
+            let jwks = match &jwks_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)?;
+                    let jwks: Value = serde_json::from_str(&text).map_err(|e| CliError::Load {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    check_client_jwks(&jwks)?;
+                    Some(jwks)
+                }
+                None => None,
+            };
+            if let Some(url) = &jwks_url {
+                crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls)
+                    .check_url(url)
+                    .map_err(crate::auth::registration::RegistrationError::from)?;
+            }
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            store
+                .upsert_client(
+                    &tenant,
+                    &store::ClientRow {
+                        client_id: client_id.clone(),
+                        name,
+                        jwks,
+                        jwks_url,
+                        scopes: scopes.clone(),
+                        disabled: false,
+                    },
+                )
+                .await?;
+            writeln!(
+                out,
+                "client {client_id} registered for tenant {tenant} (scopes: {scopes}); token endpoint: {}/auth/token",
+                config.fhir_base(&tenant)
+            )?;
+        }
+        ClientCommand::List { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            for c in store.clients(&tenant).await? {
+                let keys = c.jwks_url.as_deref().unwrap_or("inline JWKS");
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}{}",
+                    c.client_id,
+                    c.scopes,
+                    keys,
+                    c.name,
+                    if c.disabled { "\tdisabled" } else { "" }
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn idp_command(
+    config: &Config,
+    command: IdpCommand,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        IdpCommand::Add {
+            tenant,
+            discovery_url,
+            audience,
+            fhir_user_claim,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let fetcher = crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls);
+            let issuer =
+                crate::auth::registration::discover_issuer(&fetcher, &discovery_url).await?;
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            store
+                .upsert_trusted_issuer(
+                    &tenant,
+                    &store::TrustedIssuerRow {
+                        issuer: issuer.clone(),
+                        discovery_url,
+                        audience,
+                        fhir_user_claim,
+                    },
+                )
+                .await?;
+            writeln!(out, "tenant {tenant} trusts tokens from {issuer}")?;
+        }
+        IdpCommand::List { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            for i in store.trusted_issuers(&tenant).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\taud={}\tuser claim={}",
+                    i.issuer,
+                    i.discovery_url,
+                    i.audience.as_deref().unwrap_or("(FHIR base)"),
+                    i.fhir_user_claim
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

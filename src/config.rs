@@ -126,6 +126,13 @@ pub struct DatabaseConfig {
 pub struct AuthConfig {
     /// HEARTH_TOKEN_TTL_SECS: lifetime of tokens minted by `hearth token`.
     pub token_ttl_secs: u64,
+    /// Lifetime of Backend Services access tokens (SMART caps it at 300 s).
+    pub backend_token_ttl_secs: u64,
+    /// HEARTH_CLOCK_SKEW_SECS: leeway for `exp`/`nbf`/`iat` of tokens and assertions.
+    pub clock_skew_secs: u64,
+    /// HEARTH_ALLOW_HTTP_KEY_URLS: let JWKS URLs and OIDC discovery use plain http (for
+    /// loopback development and tests; production keys come over https only).
+    pub allow_http_key_urls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +170,9 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             token_ttl_secs: 3600,
+            backend_token_ttl_secs: 300,
+            clock_skew_secs: 30,
+            allow_http_key_urls: false,
         }
     }
 }
@@ -269,10 +279,18 @@ impl Config {
         if let Some(v) = var("HEARTH_TOKEN_TTL_SECS") {
             self.auth.token_ttl_secs = parsed("HEARTH_TOKEN_TTL_SECS", v)?;
         }
+        if let Some(v) = var("HEARTH_CLOCK_SKEW_SECS") {
+            self.auth.clock_skew_secs = parsed("HEARTH_CLOCK_SKEW_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_ALLOW_HTTP_KEY_URLS") {
+            self.auth.allow_http_key_urls = parsed("HEARTH_ALLOW_HTTP_KEY_URLS", v)?;
+        }
         if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
             self.log.filter = v;
         }
         self.server.public_base_url = self.server.public_base_url.trim_end_matches('/').into();
+        // SMART Backend Services: access tokens live at most five minutes.
+        self.auth.backend_token_ttl_secs = self.auth.backend_token_ttl_secs.clamp(1, 300);
         Ok(())
     }
 

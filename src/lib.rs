@@ -1,5 +1,6 @@
 //! Hearth: a FHIR-native integration server. See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod auth;
 pub mod bench;
 pub mod bench_conformance;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod conformance;
 pub mod fhir;
 pub mod hl7v2;
+pub mod oauth;
 pub mod ops;
 pub mod resource;
 pub mod search;

@@ -49,6 +49,8 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     }
     Ok(AppState {
         tokens: TokenService::new(store.clone()),
+        key_documents: crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls),
+        identity_providers: crate::auth::idp::IdentityProviders::new(store.clone()),
         store,
         metrics: std::sync::Arc::new(Metrics::new()?),
         started_at: chrono::Utc::now(),
@@ -74,6 +76,7 @@ pub fn http_server(
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics_endpoint))
+            .configure(crate::oauth::configure)
             .configure(crate::fhir::configure)
             .default_service(web::to(crate::fhir::not_found))
     })

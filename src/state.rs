@@ -17,6 +17,9 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub tokens: TokenService,
+    /// Client JWKS URLs and identity providers' discovery documents and keys, cached.
+    pub key_documents: crate::auth::fetch::DocumentFetcher,
+    pub identity_providers: crate::auth::idp::IdentityProviders,
     pub metrics: std::sync::Arc<Metrics>,
     pub started_at: DateTime<Utc>,
     /// Tenant settings, re-read at most every [`SETTINGS_TTL`].

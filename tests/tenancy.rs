@@ -42,6 +42,10 @@ const ALL_TABLES: &[&str] = &[
     "search_number",
     "search_uri",
     "search_composite",
+    "oauth_clients",
+    "oauth_assertion_jtis",
+    "oauth_revoked_tokens",
+    "trusted_issuers",
     "hl7_messages",
 ];
 

@@ -1,4 +1,6 @@
-//! SMART scopes, v1 (`system/Patient.read`) and v2 (`system/Patient.rs`).
+//! SMART scopes: v1 (`patient/Observation.read`), v2 (`system/Patient.rs`) and v2 granular
+//! scopes with search criteria (`patient/Observation.rs?category=...|laboratory`).
+//! Parsing and comparison only; what a scope lets a caller see is decided in `access`.
 
 /// What a request does to a resource type, in SMART v2 letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,7 +13,7 @@ pub enum Interaction {
 }
 
 impl Interaction {
-    fn letter(self) -> char {
+    pub fn letter(self) -> char {
         match self {
             Interaction::Create => 'c',
             Interaction::Read => 'r',
@@ -33,17 +35,30 @@ pub enum ScopeContext {
     Patient,
 }
 
+impl ScopeContext {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ScopeContext::System => "system",
+            ScopeContext::User => "user",
+            ScopeContext::Patient => "patient",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceScope {
     pub context: ScopeContext,
     /// `None` for `*`.
     pub resource_type: Option<String>,
-    /// SMART v2 letters from `cruds`.
+    /// SMART v2 letters from `cruds` (v1 `read` is `rs`, `write` is `cud`).
     pub interactions: String,
+    /// Granular criteria (`?category=...`), decoded; they narrow what the scope grants.
+    pub criteria: Vec<(String, String)>,
 }
 
 impl ResourceScope {
-    /// Parse one clinical scope; `None` for other scopes (`openid`, `launch`, ...).
+    /// Parse one clinical scope; `None` for other scopes (`openid`, `launch`, ...) and for
+    /// malformed ones.
     pub fn parse(scope: &str) -> Option<ResourceScope> {
         let (context, rest) = scope.split_once('/')?;
         let context = match context {
@@ -52,16 +67,22 @@ impl ResourceScope {
             "patient" => ScopeContext::Patient,
             _ => return None,
         };
-        // v2 scopes may carry a query (`?category=...`); parameters narrow, never widen, so
-        // until Hearth evaluates them such a scope grants nothing.
-        if rest.contains('?') {
-            return None;
-        }
+        let (rest, criteria) = match rest.split_once('?') {
+            Some((rest, query)) => {
+                let criteria: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+                if criteria.is_empty() || criteria.iter().any(|(k, _)| k.is_empty()) {
+                    return None;
+                }
+                (rest, criteria)
+            }
+            None => (rest, Vec::new()),
+        };
         let (resource_type, permissions) = rest.split_once('.')?;
         let interactions = match permissions {
-            "read" => "rs".to_owned(),
-            "write" => "cud".to_owned(),
-            "*" => "cruds".to_owned(),
+            // v1 permissions cannot carry criteria (granular scopes are v2 only).
+            "read" if criteria.is_empty() => "rs".to_owned(),
+            "write" if criteria.is_empty() => "cud".to_owned(),
+            "*" if criteria.is_empty() => "cruds".to_owned(),
             v2 if !v2.is_empty()
                 && v2.chars().all(|c| "cruds".contains(c))
                 && is_in_cruds_order(v2) =>
@@ -81,14 +102,33 @@ impl ResourceScope {
             context,
             resource_type,
             interactions,
+            criteria,
         })
     }
 
-    fn grants(&self, resource_type: &str, interaction: Interaction) -> bool {
+    /// Does this scope (criteria aside) grant `interaction` on `resource_type`?
+    pub fn grants(&self, resource_type: &str, interaction: Interaction) -> bool {
         self.resource_type
             .as_deref()
             .is_none_or(|t| t == resource_type)
             && self.interactions.contains(interaction.letter())
+    }
+
+    /// Is everything `narrower` grants also granted by `self`? Same context, a type `self`
+    /// covers, a subset of the letters, and at least `self`'s criteria (more criteria narrow
+    /// further).
+    pub fn covers(&self, narrower: &ResourceScope) -> bool {
+        self.context == narrower.context
+            && match (&self.resource_type, &narrower.resource_type) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a == b,
+                (Some(_), None) => false,
+            }
+            && narrower
+                .interactions
+                .chars()
+                .all(|c| self.interactions.contains(c))
+            && self.criteria.iter().all(|c| narrower.criteria.contains(c))
     }
 }
 
@@ -119,14 +159,20 @@ impl ScopeSet {
         ScopeSet { raw, resources }
     }
 
-    /// Does a `system/` or `user/` scope grant `interaction` on `resource_type`?
-    /// `patient/` scopes need the patient compartment check of the ABAC decision, which is
-    /// not in place yet, so for now they grant nothing.
-    pub fn permits(&self, resource_type: &str, interaction: Interaction) -> bool {
-        self.resources.iter().any(|s| {
-            matches!(s.context, ScopeContext::System | ScopeContext::User)
-                && s.grants(resource_type, interaction)
-        })
+    /// The scopes that grant `interaction` on `resource_type` (their context and criteria
+    /// still to be applied).
+    pub fn granting(
+        &self,
+        resource_type: &str,
+        interaction: Interaction,
+    ) -> impl Iterator<Item = &ResourceScope> {
+        self.resources
+            .iter()
+            .filter(move |s| s.grants(resource_type, interaction))
+    }
+
+    pub fn contains(&self, scope: &str) -> bool {
+        self.raw.iter().any(|s| s == scope)
     }
 }
 
@@ -134,31 +180,66 @@ impl ScopeSet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn v1_and_v2_scopes() {
-        let s = ScopeSet::parse("openid system/Patient.read system/Observation.cu");
-        assert!(s.permits("Patient", Interaction::Read));
-        assert!(s.permits("Patient", Interaction::Search));
-        assert!(!s.permits("Patient", Interaction::Update));
-        assert!(s.permits("Observation", Interaction::Create));
-        assert!(!s.permits("Observation", Interaction::Read));
-        let all = ScopeSet::parse("system/*.cruds");
-        assert!(all.permits("Encounter", Interaction::Delete));
+    fn grants(scopes: &str, t: &str, i: Interaction) -> bool {
+        ScopeSet::parse(scopes).granting(t, i).next().is_some()
     }
 
     #[test]
-    fn malformed_and_patient_scopes_grant_nothing() {
+    fn v1_and_v2_scopes() {
+        let s = "openid system/Patient.read system/Observation.cu";
+        assert!(grants(s, "Patient", Interaction::Read));
+        assert!(grants(s, "Patient", Interaction::Search));
+        assert!(!grants(s, "Patient", Interaction::Update));
+        assert!(grants(s, "Observation", Interaction::Create));
+        assert!(!grants(s, "Observation", Interaction::Read));
+        assert!(grants("system/*.cruds", "Encounter", Interaction::Delete));
+        assert!(grants("patient/*.read", "Encounter", Interaction::Search));
+        assert!(grants("user/Observation.write", "Observation", Interaction::Delete));
+    }
+
+    #[test]
+    fn malformed_scopes_grant_nothing() {
         for scope in [
             "system/Patient.sr",
             "system/Patient.x",
             "system/Patient",
             "system/Pat-ient.r",
-            "patient/Patient.rs",
-            "system/Observation.rs?category=laboratory",
+            "system/Observation.read?category=laboratory",
+            "system/Observation.rs?",
+            "clinic/Observation.rs",
         ] {
-            let s = ScopeSet::parse(scope);
-            assert!(!s.permits("Patient", Interaction::Read), "{scope}");
-            assert!(!s.permits("Observation", Interaction::Read), "{scope}");
+            assert!(ResourceScope::parse(scope).is_none(), "{scope}");
         }
+    }
+
+    #[test]
+    fn granular_scopes_keep_their_criteria_decoded() {
+        let s = ResourceScope::parse(
+            "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+        )
+        .expect("parses");
+        assert_eq!(s.context, ScopeContext::Patient);
+        assert_eq!(
+            s.criteria,
+            vec![(
+                "category".to_owned(),
+                "http://terminology.hl7.org/CodeSystem/observation-category|laboratory".to_owned()
+            )]
+        );
+        let encoded = ResourceScope::parse("patient/Observation.rs?code=http%3A%2F%2Floinc.org%7C1-8")
+            .expect("parses");
+        assert_eq!(encoded.criteria[0].1, "http://loinc.org|1-8");
+    }
+
+    #[test]
+    fn covers_is_containment() {
+        let p = |s: &str| ResourceScope::parse(s).expect("parses");
+        assert!(p("system/*.rs").covers(&p("system/Observation.rs")));
+        assert!(p("system/*.read").covers(&p("system/Observation.r")));
+        assert!(p("system/Observation.rs").covers(&p("system/Observation.rs?category=x")));
+        assert!(!p("system/Observation.rs?category=x").covers(&p("system/Observation.rs")));
+        assert!(!p("system/Observation.rs").covers(&p("system/*.rs")));
+        assert!(!p("system/*.rs").covers(&p("system/Observation.cruds")));
+        assert!(!p("system/*.cruds").covers(&p("patient/Observation.rs")));
     }
 }

@@ -28,6 +28,9 @@ pub struct AccessClaims {
     pub scope: String,
     /// The tenant the token is for; must equal the tenant in the URL.
     pub hearth_tenant: String,
+    /// The OAuth client the token was issued to (Backend Services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,16 @@ pub enum TokenError {
     Expired,
     #[error("the token was issued for another tenant")]
     WrongTenant,
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the token's issuer is not trusted by this tenant")]
+    UntrustedIssuer,
+    #[error("the token's algorithm {0} is not accepted")]
+    Algorithm(String),
+    #[error("the token is not yet valid")]
+    NotYetValid,
+    #[error("the identity provider's keys are unavailable: {0}")]
+    Keys(String),
     #[error("key error: {0}")]
     Key(String),
     #[error(transparent)]
@@ -82,8 +95,9 @@ pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
     })
 }
 
-/// How long a verified token is remembered, at most (never past its `exp`).
-const VERIFIED_TTL_SECS: i64 = 60;
+/// How long a verified token is remembered, at most (never past its `exp`). A revocation on
+/// another server reaches this one within this time; on this server, at once.
+const VERIFIED_TTL_SECS: i64 = 15;
 /// Bound on remembered tokens; the cache is cleared when full.
 const VERIFIED_MAX: usize = 10_000;
 
@@ -124,7 +138,6 @@ impl TokenService {
         scope: &str,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
-        let key = self.signing_key(tenant).await?;
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             iss: fhir_base.to_owned(),
@@ -135,14 +148,59 @@ impl TokenService {
             jti: uuid::Uuid::new_v4().to_string(),
             scope: scope.to_owned(),
             hearth_tenant: tenant.to_string(),
+            client_id: None,
         };
+        self.sign(tenant, &claims).await
+    }
+
+    /// Mint a Backend Services access token for a client.
+    pub async fn mint_for_client(
+        &self,
+        tenant: &TenantId,
+        fhir_base: &str,
+        client_id: &str,
+        scope: &str,
+        ttl_secs: u64,
+    ) -> Result<(String, AccessClaims), TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: fhir_base.to_owned(),
+            sub: client_id.to_owned(),
+            aud: fhir_base.to_owned(),
+            exp: now + i64::try_from(ttl_secs).unwrap_or(300),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scope.to_owned(),
+            hearth_tenant: tenant.to_string(),
+            client_id: Some(client_id.to_owned()),
+        };
+        let token = self.sign(tenant, &claims).await?;
+        Ok((token, claims))
+    }
+
+    async fn sign(&self, tenant: &TenantId, claims: &AccessClaims) -> Result<String, TokenError> {
+        let key = self.signing_key(tenant).await?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
         header.typ = Some("at+jwt".to_owned());
         let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes())
             .map_err(|e| TokenError::Key(e.to_string()))?;
-        jsonwebtoken::encode(&header, &claims, &encoding)
+        jsonwebtoken::encode(&header, claims, &encoding)
             .map_err(|e| TokenError::Key(e.to_string()))
+    }
+
+    /// The tenant's public keys as a JWKS document (what `jwks_uri` serves).
+    pub async fn jwks(&self, tenant: &TenantId) -> Result<serde_json::Value, TokenError> {
+        // Make sure there is a key to publish before the first token is minted.
+        self.signing_key(tenant).await?;
+        let keys: Vec<serde_json::Value> = self
+            .store
+            .signing_keys(tenant)
+            .await?
+            .into_iter()
+            .map(|k| k.public_jwk)
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
     }
 
     async fn verifying_key(&self, tenant: &TenantId, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -183,6 +241,11 @@ impl TokenService {
             Some((claims, until)) if now < until => claims,
             _ => {
                 let claims = self.verify_signature(token, &fhir_base_of).await?;
+                let tenant = TenantId::parse(&claims.hearth_tenant)
+                    .map_err(|_| TokenError::Invalid("bad tenant claim".into()))?;
+                if self.store.is_token_revoked(&tenant, &claims.jti).await? {
+                    return Err(TokenError::Revoked);
+                }
                 let until = (now + VERIFIED_TTL_SECS).min(claims.exp);
                 if let Ok(mut cache) = self.verified.write() {
                     if cache.len() >= VERIFIED_MAX {
@@ -197,6 +260,19 @@ impl TokenService {
             return Err(TokenError::WrongTenant);
         }
         Ok(claims)
+    }
+
+    /// Revoke a Hearth token (RFC 7009): recorded until it would have expired, and
+    /// forgotten by this server's verified-token cache at once.
+    pub async fn revoke(&self, token: &str, claims: &AccessClaims) -> Result<(), TokenError> {
+        let tenant = TenantId::parse(&claims.hearth_tenant)
+            .map_err(|_| TokenError::Invalid("bad tenant claim".into()))?;
+        let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+        self.store.revoke_token(&tenant, &claims.jti, expires).await?;
+        if let Ok(mut cache) = self.verified.write() {
+            cache.remove(token);
+        }
+        Ok(())
     }
 
     async fn verify_signature(
@@ -242,6 +318,16 @@ fn public_decoding_key(row: &SigningKeyRow) -> Result<DecodingKey, jsonwebtoken:
         .and_then(|v| v.as_str())
         .unwrap_or_default();
     DecodingKey::from_ec_components(x, y)
+}
+
+/// Does the token claim to be one of Hearth's own (rather than an identity provider's)?
+pub fn claims_hearth_issuer(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct TenantClaim {
+        #[serde(default)]
+        hearth_tenant: Option<String>,
+    }
+    super::jwt::payload::<TenantClaim>(token).is_ok_and(|c| c.hearth_tenant.is_some())
 }
 
 fn unverified_tenant(token: &str) -> Result<TenantId, TokenError> {

@@ -1238,7 +1238,7 @@ async fn transaction(
         .map(|(i, r)| parse_entry(i, r, ctx))
         .collect::<Result<Vec<_>, _>>()?;
     check_transaction(&entries, ctx)?;
-    let mut tx = state.store.begin(&ctx.auth.0.tenant).await?;
+    let mut tx = state.store.begin(&ctx.auth.principal.tenant).await?;
     let mut outcomes = execute(&mut tx, &entries, ctx).await?;
     // Build the answer before committing: a failure here must not leave half an answer to
     // a committed transaction.
@@ -1282,7 +1282,7 @@ async fn batch_entry(
             FhirError::bad_request(format!("the reference {problem}")).at(expression.clone()),
         ));
     }
-    let mut tx = state.store.begin(&ctx.auth.0.tenant).await?;
+    let mut tx = state.store.begin(&ctx.auth.principal.tenant).await?;
     let mut outcomes = execute(&mut tx, std::slice::from_ref(&entry), ctx).await?;
     let outcome = outcomes.remove(&index).ok_or_else(FhirError::internal)?;
     let answer = response_entry(ctx, &entry, outcome)?;
@@ -1371,14 +1371,14 @@ pub async fn transaction_or_batch(
         )
         .at("Bundle.entry"));
     }
-    let base = state.fhir_base(&auth.0.tenant);
+    let base = state.fhir_base(&auth.principal.tenant);
     let ctx = Context {
         auth: &auth,
         local_base: format!("{base}/"),
         base,
         strict: prefers_strict(&req),
         preference: negotiate::return_preference(&req),
-        policy: state.validation_policy(&auth.0.tenant).await?,
+        policy: state.validation_policy(&auth.principal.tenant).await?,
     };
     let (kind, entries) = match mode {
         Mode::Transaction => (

@@ -113,12 +113,34 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "security": {
-                "cors": false,
-                "description": "Every interaction except metadata requires an OAuth 2.0 bearer token issued for this tenant.",
-            },
+            "security": security(&state.fhir_base(tenant)),
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
         }],
+    })
+}
+
+/// SMART on FHIR security: the service code, and the legacy `oauth-uris` extension some
+/// clients still read instead of `.well-known/smart-configuration`. (It has no `authorize`:
+/// Hearth's own server issues Backend Services tokens only.)
+fn security(fhir_base: &str) -> Value {
+    json!({
+        "cors": false,
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+            }],
+            "text": "OAuth 2.0 bearer tokens per SMART App Launch 2.2: Backend Services from this server, user tokens from the tenant's identity providers",
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "token", "valueUri": format!("{fhir_base}/auth/token")},
+                {"url": "introspect", "valueUri": format!("{fhir_base}/auth/introspect")},
+                {"url": "revoke", "valueUri": format!("{fhir_base}/auth/revoke")},
+            ],
+        }],
+        "description": "Every interaction except metadata requires an OAuth 2.0 bearer token for this tenant, in the Authorization header.",
     })
 }

@@ -252,7 +252,7 @@ pub async fn update(
     }
     preflight(&req, &auth, &resource_type, Interaction::Update)?;
     auth.require(&resource_type, Interaction::Search)?;
-    let tenant = auth.0.tenant.clone();
+    let tenant = auth.principal.tenant.clone();
     let base = state.fhir_base(&tenant);
     let local_base = format!("{base}/");
     let query = criteria(&resource_type, req.query_string(), &local_base)?;
@@ -303,7 +303,7 @@ pub async fn delete(
     }
     preflight(&req, &auth, &resource_type, Interaction::Delete)?;
     auth.require(&resource_type, Interaction::Search)?;
-    let tenant = auth.0.tenant.clone();
+    let tenant = auth.principal.tenant.clone();
     let local_base = format!("{}/", state.fhir_base(&tenant));
     let query = criteria(&resource_type, req.query_string(), &local_base)?;
     let if_match = negotiate::if_match(&req)?;

@@ -10,6 +10,7 @@ use super::authn::Authenticated;
 use super::negotiate::{self, FHIR_JSON};
 use super::outcome::FhirError;
 use super::resource::known_type;
+use crate::access::Visibility;
 use crate::auth::Interaction;
 use crate::state::AppState;
 use crate::store::{HistoryCursor, StoreError, StoredVersion};
@@ -118,10 +119,14 @@ async fn history(
 ) -> Result<HttpResponse, FhirError> {
     negotiate::require_json_response(&req)?;
     known_type(&resource_type)?;
-    auth.require(&resource_type, Interaction::Read)?;
+    let visibility = auth.visibility(&resource_type, Interaction::Read)?;
     let params = parse_params(&req)?;
-    let tenant = &auth.0.tenant;
-    let page = state
+    let tenant = &auth.principal.tenant;
+    if let Some(id) = &id {
+        auth.check_visible(&state.store, &visibility, &resource_type, id)
+            .await?;
+    }
+    let mut page = state
         .store
         .history(
             tenant,
@@ -134,6 +139,12 @@ async fn history(
         .await?;
     if id.is_some() && page.versions.is_empty() && params.after.is_none() {
         return Err(FhirError::not_found("resource not found"));
+    }
+    // Type history under a filtered scope: only versions of resources the caller may see
+    // now (a page may come back shorter than _count; the next link still pages on).
+    if id.is_none() && matches!(visibility, Visibility::Filtered(_)) {
+        auth.retain_readable(&state.store, &mut page.versions)
+            .await?;
     }
     let base = state.fhir_base(tenant);
     let path = match &id {

@@ -18,7 +18,7 @@ mod validate;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-pub use authn::Authenticated;
+pub use authn::{Authenticated, auth_failure_reason, authenticate};
 pub use body::parse_resource;
 pub use outcome::FhirError;
 

@@ -423,7 +423,7 @@ pub async fn patch(
         })?;
         Patch::FhirPath(fhirpath_patch::parse(&parameters)?)
     };
-    let tenant = &auth.0.tenant;
+    let tenant = &auth.principal.tenant;
     let local_base = format!("{}/", state.fhir_base(tenant));
     let policy = state.validation_policy(tenant).await?;
     let mut tx = state.store.begin(tenant).await?;

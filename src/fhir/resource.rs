@@ -10,6 +10,7 @@ use super::body::{self, is_valid_id};
 use super::conditional;
 use super::negotiate::{self, FHIR_JSON, ReturnPreference};
 use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
+use crate::access::Visibility;
 use crate::auth::Interaction;
 use crate::conformance::R4Structure;
 use crate::state::AppState;
@@ -45,6 +46,18 @@ pub(super) fn preflight(
     negotiate::require_json_response(req)?;
     known_type(resource_type)?;
     auth.require(resource_type, interaction)
+}
+
+/// [`preflight`] for reads: what of the type the caller may see.
+pub(super) fn preflight_visible(
+    req: &HttpRequest,
+    auth: &Authenticated,
+    resource_type: &str,
+    interaction: Interaction,
+) -> Result<Visibility, FhirError> {
+    negotiate::require_json_response(req)?;
+    known_type(resource_type)?;
+    auth.visibility(resource_type, interaction)
 }
 
 pub(super) fn version_headers(builder: &mut actix_web::HttpResponseBuilder, v: &StoredVersion) {
@@ -107,7 +120,7 @@ pub(super) fn write_response_with(
 }
 
 fn tenant_of(auth: &Authenticated) -> &TenantId {
-    &auth.0.tenant
+    &auth.principal.tenant
 }
 
 pub async fn create(
@@ -186,11 +199,13 @@ pub async fn read(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type, id) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Read)?;
+    let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Read)?;
     valid_id(&id)?;
     let stored = state
         .store
         .read(tenant_of(&auth), &resource_type, &id)
+        .await?;
+    auth.check_visible(&state.store, &visibility, &resource_type, &id)
         .await?;
     if conditional::not_modified(&req, &stored) {
         return Ok(conditional::not_modified_response(&stored));
@@ -224,7 +239,7 @@ pub async fn vread(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type, id, version) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Read)?;
+    let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Read)?;
     valid_id(&id)?;
     let version_id = version
         .parse::<i64>()
@@ -234,6 +249,9 @@ pub async fn vread(
     let stored = state
         .store
         .read_version(tenant_of(&auth), &resource_type, &id, version_id)
+        .await?;
+    // An older version is judged by the resource's current one.
+    auth.check_visible(&state.store, &visibility, &resource_type, &id)
         .await?;
     Ok(resource_response(&stored))
 }

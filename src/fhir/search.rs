@@ -10,9 +10,10 @@ use super::body::read_limited;
 use super::negotiate::{self, FHIR_JSON};
 use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
 use super::resource::known_type;
+use crate::access::{self, Visibility};
 use crate::auth::Interaction;
 use crate::conformance::R4Structure;
-use crate::search::query::{SearchQuery, Summary, parse_search};
+use crate::search::query::{SearchQuery, Summary, parse_confined_search, parse_search};
 use crate::state::AppState;
 use crate::store::{StoreError, StoredVersion};
 
@@ -73,12 +74,21 @@ async fn search(
 ) -> Result<HttpResponse, FhirError> {
     negotiate::require_json_response(&req)?;
     known_type(&resource_type)?;
-    auth.require(&resource_type, Interaction::Search)?;
-    let tenant = &auth.0.tenant;
+    let visibility = auth.visibility(&resource_type, Interaction::Search)?;
+    let tenant = &auth.principal.tenant;
     let base = state.fhir_base(tenant);
     let local_base = format!("{base}/");
-    let query = parse_search(&resource_type, &params, strict_handling(&req), &local_base)
+    let parse = if access::confined_to_patient(&auth.principal, &resource_type, Interaction::Search)
+    {
+        parse_confined_search
+    } else {
+        parse_search
+    };
+    let mut query = parse(&resource_type, &params, strict_handling(&req), &local_base)
         .map_err(|e| FhirError::bad_request(e.to_string()))?;
+    if let Visibility::Filtered(filter) = visibility {
+        query.access = Some(filter);
+    }
     // Included resources must be readable under the token's scopes too.
     for inc in query.includes.iter().chain(&query.revincludes) {
         let target = if query.revincludes.contains(inc) {
@@ -86,9 +96,9 @@ async fn search(
         } else {
             inc.target_type.as_ref().unwrap_or(&inc.source_type)
         };
-        auth.require(target, Interaction::Read)?;
+        auth.visibility(target, Interaction::Read)?;
     }
-    let page = state
+    let mut page = state
         .store
         .search(tenant, &query)
         .await
@@ -98,6 +108,9 @@ async fn search(
             }
             other => FhirError::from(other),
         })?;
+    // Each included resource must be readable on its own: a patient/ token never gets
+    // another patient's records through _include or _revinclude.
+    auth.retain_readable(&state.store, &mut page.includes).await?;
     let self_query = serde_urlencoded::to_string(&query.used).unwrap_or_default();
     let link = |relation: &str, extra: Option<&str>| {
         let mut url = format!("{base}/{resource_type}?{self_query}");

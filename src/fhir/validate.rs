@@ -26,7 +26,8 @@ pub async fn type_level(
     let (_, resource_type) = path.into_inner();
     negotiate::require_json_response(&req)?;
     known_type(&resource_type)?;
-    auth.require(&resource_type, Interaction::Read)?;
+    // Checks a resource in the body against profiles: no stored data is read.
+    auth.visibility(&resource_type, Interaction::Read)?;
     negotiate::require_json_body(&req)?;
     let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
     let (resource, mut profiles) = unwrap_parameters(&body)?;
@@ -45,13 +46,15 @@ pub async fn instance_level(
     let (_, resource_type, id) = path.into_inner();
     negotiate::require_json_response(&req)?;
     known_type(&resource_type)?;
-    auth.require(&resource_type, Interaction::Read)?;
+    let visibility = auth.visibility(&resource_type, Interaction::Read)?;
     let body = read_limited(&req, payload, state.config.server.max_body_bytes).await?;
     let mut profiles = profile_params(&req)?;
     let resource = if body.iter().all(u8::is_ascii_whitespace) {
         let stored = state
             .store
-            .read(&auth.0.tenant, &resource_type, &id)
+            .read(&auth.principal.tenant, &resource_type, &id)
+            .await?;
+        auth.check_visible(&state.store, &visibility, &resource_type, &id)
             .await?;
         serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
             .map_err(|_| FhirError::internal())?
@@ -118,7 +121,7 @@ async fn validate(
             "the resource is not a {resource_type}"
         )));
     }
-    let policy = state.validation_policy(&auth.0.tenant).await?;
+    let policy = state.validation_policy(&auth.principal.tenant).await?;
     let mut issues: Vec<Issue> = R4Structure::global()
         .validate_resource(resource)
         .into_iter()

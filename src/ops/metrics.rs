@@ -16,6 +16,9 @@ pub struct Metrics {
     pub hl7_messages: IntCounterVec,
     /// Time from a complete frame to its acknowledgement being ready.
     pub hl7_ack_latency: HistogramVec,
+    /// Refused authentications: bearer tokens at the FHIR API (`endpoint="api"`) and client
+    /// assertions at the token, introspection and revocation endpoints, by reason.
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -49,6 +52,14 @@ impl Metrics {
             ]),
             &["listener"],
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Refused authentications by endpoint and reason",
+            ),
+            &["endpoint", "reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(hl7_messages.clone()))?;
@@ -59,7 +70,13 @@ impl Metrics {
             latency,
             hl7_messages,
             hl7_ack_latency,
+            auth_failures,
         })
+    }
+
+    /// Count a refused bearer token at the FHIR API.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.with_label_values(&["api", reason]).inc();
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {

@@ -264,6 +264,16 @@ pub struct SearchQuery {
     pub used: Vec<(String, String)>,
     /// Parameters ignored (unknown or unsupported), for the outcome entry.
     pub ignored: Vec<String>,
+    /// What the caller may see of the type (`None`: everything); set from the access
+    /// decision, never from request parameters.
+    pub access: Option<AccessFilter>,
+}
+
+/// Rows the caller may see: those matching every clause of at least one grant (a SMART
+/// scope's compartment and criteria). No grants: nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccessFilter {
+    pub grants: Vec<Vec<Clause>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -321,6 +331,49 @@ pub fn parse_search(
     strict: bool,
     local_base: &str,
 ) -> Result<SearchQuery, SearchError> {
+    parse_search_with(resource_type, params, strict, local_base, true)
+}
+
+/// [`parse_search`] for a search already confined to one patient's compartment by the
+/// caller's access: the require-patient policy (which exists to stop unbounded scans of
+/// clinical data) is met by the confinement.
+pub fn parse_confined_search(
+    resource_type: &str,
+    params: &[(String, String)],
+    strict: bool,
+    local_base: &str,
+) -> Result<SearchQuery, SearchError> {
+    parse_search_with(resource_type, params, strict, local_base, false)
+}
+
+/// Filter criteria only (`category=...&status=final`), as in a SMART v2 granular scope:
+/// every parameter must be a known search parameter of the type; result parameters
+/// (`_count`, `_include`, `_sort`, ...) are refused.
+pub fn parse_criteria(
+    resource_type: &str,
+    params: &[(String, String)],
+    local_base: &str,
+) -> Result<Vec<Clause>, SearchError> {
+    for (name, _) in params {
+        let base = name.split(':').next().unwrap_or_default();
+        if matches!(
+            base,
+            "_count" | "_sort" | "_total" | "_summary" | "_elements" | "_include"
+                | "_revinclude" | "_page" | "_format" | "_pretty"
+        ) {
+            return Err(err(name, "is not a filter criterion"));
+        }
+    }
+    Ok(parse_search_with(resource_type, params, true, local_base, false)?.clauses)
+}
+
+fn parse_search_with(
+    resource_type: &str,
+    params: &[(String, String)],
+    strict: bool,
+    local_base: &str,
+    require_patient: bool,
+) -> Result<SearchQuery, SearchError> {
     let registry = SearchRegistry::global();
     let policy = policy();
     let mut q = SearchQuery {
@@ -336,6 +389,7 @@ pub fn parse_search(
         total: false,
         used: Vec::new(),
         ignored: Vec::new(),
+        access: None,
     };
     for (name, value) in params {
         let (base, modifier) = match name.split_once(':') {
@@ -448,11 +502,12 @@ pub fn parse_search(
             q.used.push((name.clone(), value.clone()));
         }
     }
-    if policy
-        .require_patient
-        .types
-        .iter()
-        .any(|t| t == resource_type)
+    if require_patient
+        && policy
+            .require_patient
+            .types
+            .iter()
+            .any(|t| t == resource_type)
     {
         let names: Vec<&str> = q
             .used

@@ -7,6 +7,7 @@
 
 mod hl7;
 mod index;
+mod oauth;
 mod resources;
 mod schema;
 mod search;
@@ -18,6 +19,7 @@ use sqlx::{Postgres, Transaction};
 use crate::tenant::TenantId;
 
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
+pub use oauth::{ClientRow, TrustedIssuerRow};
 pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use schema::{SchemaStatus, migrate, schema_status};
 pub use search::SearchPage;

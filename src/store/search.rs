@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use super::resources::StoredVersion;
 use super::{Store, StoreError, TenantTx};
 use crate::search::query::{
-    Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix, SearchQuery, SortBy,
+    AccessFilter, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix, SearchQuery, SortBy,
     SortKey, StringMode, SystemMatch, max_includes,
 };
 use crate::search::values::DateRange;
@@ -131,6 +131,26 @@ impl Sql {
                 self.push(" OR ");
             }
             self.predicate(p, owner);
+        }
+        self.push(")");
+    }
+
+    /// ` AND (grant OR grant ...)`, each grant the conjunction of its clauses.
+    fn access(&mut self, access: &AccessFilter) {
+        if access.grants.is_empty() {
+            self.push(" AND FALSE");
+            return;
+        }
+        self.push(" AND (");
+        for (i, grant) in access.grants.iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("(TRUE");
+            for clause in grant {
+                self.clause(clause, MAIN);
+            }
+            self.push(")");
         }
         self.push(")");
     }
@@ -589,6 +609,20 @@ impl Store {
         tx.commit().await?;
         Ok(page)
     }
+
+    /// [`TenantTx::visible_ids`] in its own transaction.
+    pub async fn visible_ids(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        ids: &[String],
+        access: &AccessFilter,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let visible = tx.visible_ids(resource_type, ids, access).await?;
+        tx.commit().await?;
+        Ok(visible)
+    }
 }
 
 impl TenantTx {
@@ -759,6 +793,42 @@ impl TenantTx {
         for clause in &q.clauses {
             sql.clause(clause, MAIN);
         }
+        if let Some(access) = &q.access {
+            sql.access(access);
+        }
+    }
+
+    /// Which of `ids` (of one type) the access filter lets the caller see, judged on the
+    /// current version's index rows. Deleted resources have none, so they are never visible
+    /// under a filter.
+    pub async fn visible_ids(
+        &mut self,
+        resource_type: &str,
+        ids: &[String],
+        access: &AccessFilter,
+    ) -> Result<HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let tenant = self.tenant().clone();
+        let mut sql = Sql {
+            qb: QueryBuilder::new("SELECT r.id FROM resources r WHERE r.tenant_id = "),
+            aliases: 0,
+        };
+        sql.bind_text(tenant.as_str());
+        sql.push(" AND r.resource_type = ");
+        sql.bind_text(resource_type);
+        sql.push(" AND r.id = ANY(");
+        sql.qb.push_bind(ids.to_vec());
+        sql.push(")");
+        sql.access(access);
+        let rows: Vec<(String,)> = sql
+            .qb
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(self.conn())
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     async fn includes(

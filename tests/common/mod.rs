@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod smart;
 
 use std::net::TcpListener;
 use std::sync::OnceLock;
@@ -42,6 +43,10 @@ pub fn server() -> &'static TestServer {
         config.server.public_base_url = origin.clone();
         config.server.max_body_bytes = MAX_BODY_BYTES;
         config.server.workers = 2;
+        // The SMART tests' identity provider and JWKS servers are plain-http loopback peers,
+        // and a short leeway keeps expiry tests quick.
+        config.auth.allow_http_key_urls = true;
+        config.auth.clock_skew_secs = 2;
         let server_config = config.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
