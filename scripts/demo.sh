@@ -45,6 +45,8 @@ Hearth is starting at $HEARTH_PUBLIC_BASE_URL with tenant "demo".
 
   FHIR base       $base
   metadata        curl -s $base/metadata
+  SMART config    curl -s $base/.well-known/smart-configuration
+  partners        hearth client register --tenant demo --client-id ID --jwks-file jwks.json --scopes "system/*.rs"
   a demo patient  curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1
   its history     curl -s -H "Authorization: Bearer \$TOKEN" $base/Patient/demo-patient-1/_history
   labs            curl -s -H "Authorization: Bearer \$TOKEN" "$base/Observation?patient=demo-patient-1&category=laboratory"

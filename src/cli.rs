@@ -142,7 +142,11 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         name: String,
         /// Where the client publishes its public keys (https).
-        #[arg(long, conflicts_with = "jwks_file", required_unless_present = "jwks_file")]
+        #[arg(
+            long,
+            conflicts_with = "jwks_file",
+            required_unless_present = "jwks_file"
+        )]
         jwks_url: Option<String>,
         /// A file with the client's public keys (a JWKS document).
         #[arg(long)]

@@ -48,7 +48,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         );
     }
     Ok(AppState {
-        tokens: TokenService::new(store.clone()),
+        tokens: TokenService::new(store.clone()).with_clock_skew(config.auth.clock_skew_secs),
         key_documents: crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls),
         identity_providers: crate::auth::idp::IdentityProviders::new(store.clone()),
         store,

@@ -14,12 +14,11 @@ struct CompartmentFile {
 fn membership() -> &'static HashMap<String, Vec<String>> {
     static DATA: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     DATA.get_or_init(|| {
-        let file: CompartmentFile = serde_json::from_str(include_str!(
-            "../../profiles/compartments/patient.json"
-        ))
-        .unwrap_or(CompartmentFile {
-            resources: HashMap::new(),
-        });
+        let file: CompartmentFile =
+            serde_json::from_str(include_str!("../../profiles/compartments/patient.json"))
+                .unwrap_or(CompartmentFile {
+                    resources: HashMap::new(),
+                });
         file.resources
     })
 }
@@ -55,6 +54,9 @@ mod tests {
             Membership::Through(&["subject".to_owned(), "performer".to_owned()])
         );
         assert_eq!(membership_of("Practitioner"), Membership::Outside);
-        assert!(matches!(membership_of("Patient"), Membership::PatientItself(_)));
+        assert!(matches!(
+            membership_of("Patient"),
+            Membership::PatientItself(_)
+        ));
     }
 }

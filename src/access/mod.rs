@@ -128,7 +128,10 @@ pub fn confined_to_patient(
     resource_type: &str,
     interaction: Interaction,
 ) -> bool {
-    let mut granting = principal.scopes.granting(resource_type, interaction).peekable();
+    let mut granting = principal
+        .scopes
+        .granting(resource_type, interaction)
+        .peekable();
     granting.peek().is_some()
         && granting.all(|s| s.context == ScopeContext::Patient)
         && patient_in_context(principal).is_some()

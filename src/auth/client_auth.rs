@@ -143,8 +143,7 @@ pub async fn authenticate_client(
         .filter(|j| !j.is_empty())
         .ok_or(ClientAuthError::MissingClaims)?;
     // Remembered until the assertion expires (plus the leeway it was judged with).
-    let keep_until =
-        chrono::DateTime::from_timestamp(exp + clock_skew_secs, 0).unwrap_or_default();
+    let keep_until = chrono::DateTime::from_timestamp(exp + clock_skew_secs, 0).unwrap_or_default();
     if !store
         .use_assertion_jti(tenant, &client.client_id, &jti, keep_until)
         .await?

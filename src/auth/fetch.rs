@@ -80,7 +80,11 @@ impl DocumentFetcher {
         self.fetch(url).await
     }
 
-    fn cached(&self, url: &str, usable: impl Fn(&Cached) -> bool) -> Option<Arc<serde_json::Value>> {
+    fn cached(
+        &self,
+        url: &str,
+        usable: impl Fn(&Cached) -> bool,
+    ) -> Option<Arc<serde_json::Value>> {
         let cache = self.cache.lock().ok()?;
         cache
             .get(url)

@@ -98,7 +98,11 @@ impl IdentityProviders {
         }
     }
 
-    async fn trusted(&self, tenant: &TenantId, iss: &str) -> Result<Option<TrustedIssuerRow>, TokenError> {
+    async fn trusted(
+        &self,
+        tenant: &TenantId,
+        iss: &str,
+    ) -> Result<Option<TrustedIssuerRow>, TokenError> {
         let cached = self.issuers.read().ok().and_then(|c| {
             c.get(tenant)
                 .filter(|(_, at)| at.elapsed() < ISSUERS_TTL)
@@ -240,8 +244,14 @@ mod tests {
             local_user_reference("https://h.example/fhir/t1/Patient/x", base).as_deref(),
             Some("Patient/x")
         );
-        assert_eq!(local_user_reference("https://other/fhir/Patient/x", base), None);
-        assert_eq!(local_user_reference("https://h.example/fhir/t10/Patient/x", base), None);
+        assert_eq!(
+            local_user_reference("https://other/fhir/Patient/x", base),
+            None
+        );
+        assert_eq!(
+            local_user_reference("https://h.example/fhir/t10/Patient/x", base),
+            None
+        );
         assert_eq!(local_user_reference("Observation/1", base), None);
         assert_eq!(local_user_reference("Patient/a b", base), None);
     }

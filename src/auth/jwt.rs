@@ -92,7 +92,10 @@ pub fn key_suits(jwk: &serde_json::Value, alg: Algorithm, alg_name: &str) -> boo
 }
 
 /// The key with `kid` in a JWKS document (or its only key when the token names none).
-pub fn find_key<'a>(jwks: &'a serde_json::Value, kid: Option<&str>) -> Option<&'a serde_json::Value> {
+pub fn find_key<'a>(
+    jwks: &'a serde_json::Value,
+    kid: Option<&str>,
+) -> Option<&'a serde_json::Value> {
     let keys = jwks.get("keys")?.as_array()?;
     match kid {
         Some(kid) => keys
@@ -121,6 +124,9 @@ mod tests {
         assert_eq!(header("a.b").err(), Some(JwtShapeError::NotCompact));
         assert_eq!(header("!.b.c").err(), Some(JwtShapeError::Header));
         let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
-        assert_eq!(header(&format!("{h}.e30.")).map(|h| h.alg), Ok("none".to_owned()));
+        assert_eq!(
+            header(&format!("{h}.e30.")).map(|h| h.alg),
+            Ok("none".to_owned())
+        );
     }
 }

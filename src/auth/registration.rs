@@ -90,10 +90,17 @@ mod tests {
     fn private_keys_and_keyless_sets_are_refused() {
         assert!(check_client_jwks(&json!({"keys": []})).is_err());
         assert!(matches!(
-            check_client_jwks(&json!({"keys": [{"kty": "EC", "crv": "P-384", "x": "a", "y": "b", "d": "secret", "kid": "k"}]})),
+            check_client_jwks(
+                &json!({"keys": [{"kty": "EC", "crv": "P-384", "x": "a", "y": "b", "d": "secret", "kid": "k"}]})
+            ),
             Err(RegistrationError::PrivateKey(0))
         ));
-        assert!(check_client_jwks(&json!({"keys": [{"kty": "EC", "crv": "P-384", "x": "a", "y": "b", "kid": "k"}]})).is_ok());
+        assert!(
+            check_client_jwks(
+                &json!({"keys": [{"kty": "EC", "crv": "P-384", "x": "a", "y": "b", "kid": "k"}]})
+            )
+            .is_ok()
+        );
         assert!(matches!(
             check_client_jwks(&json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k"}]})),
             Err(RegistrationError::PrivateKey(0))
@@ -103,7 +110,9 @@ mod tests {
     #[test]
     fn clients_get_system_scopes_only() {
         assert_eq!(
-            check_client_scopes(" system/*.rs  system/Observation.c ").ok().as_deref(),
+            check_client_scopes(" system/*.rs  system/Observation.c ")
+                .ok()
+                .as_deref(),
             Some("system/*.rs system/Observation.c")
         );
         assert!(check_client_scopes("patient/*.rs").is_err());

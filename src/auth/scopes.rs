@@ -194,7 +194,11 @@ mod tests {
         assert!(!grants(s, "Observation", Interaction::Read));
         assert!(grants("system/*.cruds", "Encounter", Interaction::Delete));
         assert!(grants("patient/*.read", "Encounter", Interaction::Search));
-        assert!(grants("user/Observation.write", "Observation", Interaction::Delete));
+        assert!(grants(
+            "user/Observation.write",
+            "Observation",
+            Interaction::Delete
+        ));
     }
 
     #[test]
@@ -226,8 +230,9 @@ mod tests {
                 "http://terminology.hl7.org/CodeSystem/observation-category|laboratory".to_owned()
             )]
         );
-        let encoded = ResourceScope::parse("patient/Observation.rs?code=http%3A%2F%2Floinc.org%7C1-8")
-            .expect("parses");
+        let encoded =
+            ResourceScope::parse("patient/Observation.rs?code=http%3A%2F%2Floinc.org%7C1-8")
+                .expect("parses");
         assert_eq!(encoded.criteria[0].1, "http://loinc.org|1-8");
     }
 

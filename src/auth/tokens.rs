@@ -108,6 +108,7 @@ pub struct TokenService {
     store: Store,
     verifying_keys: RwLock<HashMap<(TenantId, String), DecodingKey>>,
     verified: RwLock<HashMap<String, (AccessClaims, i64)>>,
+    clock_skew_secs: u64,
 }
 
 impl TokenService {
@@ -116,7 +117,14 @@ impl TokenService {
             store,
             verifying_keys: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashMap::new()),
+            clock_skew_secs: 30,
         }
+    }
+
+    /// Leeway on `exp` when verifying (default 30 s).
+    pub fn with_clock_skew(mut self, secs: u64) -> Self {
+        self.clock_skew_secs = secs;
+        self
     }
 
     /// The tenant's newest signing key, generated and stored on first use.
@@ -185,8 +193,7 @@ impl TokenService {
         header.typ = Some("at+jwt".to_owned());
         let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes())
             .map_err(|e| TokenError::Key(e.to_string()))?;
-        jsonwebtoken::encode(&header, claims, &encoding)
-            .map_err(|e| TokenError::Key(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &encoding).map_err(|e| TokenError::Key(e.to_string()))
     }
 
     /// The tenant's public keys as a JWKS document (what `jwks_uri` serves).
@@ -268,7 +275,9 @@ impl TokenService {
         let tenant = TenantId::parse(&claims.hearth_tenant)
             .map_err(|_| TokenError::Invalid("bad tenant claim".into()))?;
         let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
-        self.store.revoke_token(&tenant, &claims.jti, expires).await?;
+        self.store
+            .revoke_token(&tenant, &claims.jti, expires)
+            .await?;
         if let Ok(mut cache) = self.verified.write() {
             cache.remove(token);
         }
@@ -294,7 +303,7 @@ impl TokenService {
         validation.set_issuer(&[&base]);
         validation.set_audience(&[&base]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = self.clock_skew_secs;
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(|e| match e
                 .kind()

@@ -32,8 +32,13 @@ impl Authenticated {
         resource_type: &str,
         interaction: Interaction,
     ) -> Result<Visibility, FhirError> {
-        access::decide(&self.principal, resource_type, interaction, &self.local_base)
-            .map_err(|denied| FhirError::forbidden(denied.0))
+        access::decide(
+            &self.principal,
+            resource_type,
+            interaction,
+            &self.local_base,
+        )
+        .map_err(|denied| FhirError::forbidden(denied.0))
     }
 
     /// 403 unless the token allows `interaction` on every resource of `resource_type`. The

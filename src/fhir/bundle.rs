@@ -62,7 +62,7 @@ enum Target {
     /// `Patient/123/_history/2` (GET)
     Version(String, String, i64),
     /// `Patient?identifier=...` (conditional PUT/DELETE, or a GET search)
-    Search(String, SearchQuery),
+    Search(String, Box<SearchQuery>),
 }
 
 impl Target {
@@ -268,7 +268,7 @@ fn parse_target(
                     at_entry(index, e.at(format!("Bundle.entry[{index}].request.url")))
                 })?,
             };
-            Ok(Target::Search(t, query))
+            Ok(Target::Search(t, Box::new(query)))
         }
         // A query on an instance URL (`_format`, `_pretty`) changes nothing here.
         ([_, id], _) => Ok(Target::Instance(t, valid_id(id)?)),
@@ -1083,7 +1083,7 @@ async fn read(tx: &mut TenantTx, e: &Entry, ctx: &Context<'_>) -> Result<Outcome
         Target::Version(t, id, v) => return Ok(Outcome::Read(tx.read_version(t, id, *v).await?)),
         Target::Type(t) => parse_search(t, &[], ctx.strict, &ctx.local_base)
             .map_err(|err| FhirError::bad_request(err.to_string()))?,
-        Target::Search(_, q) => q.clone(),
+        Target::Search(_, q) => (**q).clone(),
     };
     let page = tx.search(&query).await?;
     Ok(Outcome::Searched(searchset(ctx, &query, &page)?))

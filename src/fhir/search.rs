@@ -110,7 +110,8 @@ async fn search(
         })?;
     // Each included resource must be readable on its own: a patient/ token never gets
     // another patient's records through _include or _revinclude.
-    auth.retain_readable(&state.store, &mut page.includes).await?;
+    auth.retain_readable(&state.store, &mut page.includes)
+        .await?;
     let self_query = serde_urlencoded::to_string(&query.used).unwrap_or_default();
     let link = |relation: &str, extra: Option<&str>| {
         let mut url = format!("{base}/{resource_type}?{self_query}");

@@ -19,27 +19,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/fhir/{tenant}/.well-known/smart-configuration")
             .route(web::get().to(discovery::smart_configuration_endpoint))
             .route(web::method(actix_web::http::Method::OPTIONS).to(discovery::preflight))
-            .default_service(web::to(|| async { oauth_error_response(OAuthError::method()) })),
+            .default_service(web::to(|| async {
+                oauth_error_response(OAuthError::method())
+            })),
     )
     .service(
         web::resource("/fhir/{tenant}/auth/token")
             .route(web::post().to(token::token))
-            .default_service(web::to(|| async { oauth_error_response(OAuthError::method()) })),
+            .default_service(web::to(|| async {
+                oauth_error_response(OAuthError::method())
+            })),
     )
     .service(
         web::resource("/fhir/{tenant}/auth/introspect")
             .route(web::post().to(token::introspect))
-            .default_service(web::to(|| async { oauth_error_response(OAuthError::method()) })),
+            .default_service(web::to(|| async {
+                oauth_error_response(OAuthError::method())
+            })),
     )
     .service(
         web::resource("/fhir/{tenant}/auth/revoke")
             .route(web::post().to(token::revoke))
-            .default_service(web::to(|| async { oauth_error_response(OAuthError::method()) })),
+            .default_service(web::to(|| async {
+                oauth_error_response(OAuthError::method())
+            })),
     )
     .service(
         web::resource("/fhir/{tenant}/auth/jwks")
             .route(web::get().to(token::jwks))
-            .default_service(web::to(|| async { oauth_error_response(OAuthError::method()) })),
+            .default_service(web::to(|| async {
+                oauth_error_response(OAuthError::method())
+            })),
     );
 }
 
@@ -81,7 +91,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
     pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
     }
     pub fn unauthorized_client(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
@@ -100,7 +114,11 @@ impl OAuthError {
             "method not allowed",
         )
     }
-    pub(crate) fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
         OAuthError {
             status,
             code,
@@ -121,9 +139,9 @@ pub fn oauth_error_response(e: OAuthError) -> HttpResponse {
     if e.status == StatusCode::UNAUTHORIZED {
         builder.insert_header((header::WWW_AUTHENTICATE, "private_key_jwt"));
     }
-    builder.content_type("application/json").body(
-        json!({"error": e.code, "error_description": e.description}).to_string(),
-    )
+    builder
+        .content_type("application/json")
+        .body(json!({"error": e.code, "error_description": e.description}).to_string())
 }
 
 impl std::fmt::Display for OAuthError {

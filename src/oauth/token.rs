@@ -152,7 +152,11 @@ async fn client(
 
 /// The scopes to grant: every requested scope must be a well-formed `system/` scope that
 /// one of the client's registered scopes covers; otherwise `invalid_scope`, naming it.
-fn granted_scopes(requested: &str, client: &ClientRow, local_base: &str) -> Result<String, OAuthError> {
+fn granted_scopes(
+    requested: &str,
+    client: &ClientRow,
+    local_base: &str,
+) -> Result<String, OAuthError> {
     let registered: Vec<ResourceScope> = client
         .scopes
         .split_whitespace()
@@ -169,9 +173,8 @@ fn granted_scopes(requested: &str, client: &ClientRow, local_base: &str) -> Resu
             )));
         }
         if let (Some(t), false) = (&parsed.resource_type, parsed.criteria.is_empty()) {
-            parse_criteria(t, &parsed.criteria, local_base).map_err(|e| {
-                OAuthError::invalid_scope(format!("{scope}: {e}"))
-            })?;
+            parse_criteria(t, &parsed.criteria, local_base)
+                .map_err(|e| OAuthError::invalid_scope(format!("{scope}: {e}")))?;
         }
         if !registered.iter().any(|r| r.covers(&parsed)) {
             return Err(OAuthError::invalid_scope(format!(
@@ -281,10 +284,15 @@ pub async fn introspect(
             .await?;
         }
     }
-    let token = param(&form, "token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token =
+        param(&form, "token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let inactive = || json!({"active": false});
     let body = if claims_hearth_issuer(token) {
-        match state.tokens.verify(token, &tenant, |t| state.fhir_base(t)).await {
+        match state
+            .tokens
+            .verify(token, &tenant, |t| state.fhir_base(t))
+            .await
+        {
             Ok(claims) => {
                 let mut body = json!({
                     "active": true,
@@ -313,7 +321,9 @@ pub async fn introspect(
     };
     let mut builder = HttpResponse::Ok();
     no_store(&mut builder);
-    Ok(builder.content_type("application/json").body(body.to_string()))
+    Ok(builder
+        .content_type("application/json")
+        .body(body.to_string()))
 }
 
 /// `POST /fhir/{tenant}/auth/revoke` (RFC 7009): a client revokes a token issued to it.
@@ -336,9 +346,14 @@ pub async fn revoke(
         &form,
     )
     .await?;
-    let token = param(&form, "token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token =
+        param(&form, "token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     if claims_hearth_issuer(token) {
-        match state.tokens.verify(token, &tenant, |t| state.fhir_base(t)).await {
+        match state
+            .tokens
+            .verify(token, &tenant, |t| state.fhir_base(t))
+            .await
+        {
             Ok(claims) => {
                 if claims.client_id.as_deref() != Some(client.client_id.as_str()) {
                     return Err(OAuthError::unauthorized_client(

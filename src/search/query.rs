@@ -358,8 +358,16 @@ pub fn parse_criteria(
         let base = name.split(':').next().unwrap_or_default();
         if matches!(
             base,
-            "_count" | "_sort" | "_total" | "_summary" | "_elements" | "_include"
-                | "_revinclude" | "_page" | "_format" | "_pretty"
+            "_count"
+                | "_sort"
+                | "_total"
+                | "_summary"
+                | "_elements"
+                | "_include"
+                | "_revinclude"
+                | "_page"
+                | "_format"
+                | "_pretty"
         ) {
             return Err(err(name, "is not a filter criterion"));
         }

@@ -135,13 +135,12 @@ impl Store {
 
     pub async fn is_token_revoked(&self, tenant: &TenantId, jti: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let found: Option<(i32,)> = sqlx::query_as(
-            "SELECT 1 FROM oauth_revoked_tokens WHERE tenant_id = $1 AND jti = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(jti)
-        .fetch_optional(tx.conn())
-        .await?;
+        let found: Option<(i32,)> =
+            sqlx::query_as("SELECT 1 FROM oauth_revoked_tokens WHERE tenant_id = $1 AND jti = $2")
+                .bind(tenant.as_str())
+                .bind(jti)
+                .fetch_optional(tx.conn())
+                .await?;
         tx.commit().await?;
         Ok(found.is_some())
     }

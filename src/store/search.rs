@@ -10,8 +10,8 @@ use sqlx::{Postgres, QueryBuilder};
 use super::resources::StoredVersion;
 use super::{Store, StoreError, TenantTx};
 use crate::search::query::{
-    AccessFilter, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix, SearchQuery, SortBy,
-    SortKey, StringMode, SystemMatch, max_includes,
+    AccessFilter, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix,
+    SearchQuery, SortBy, SortKey, StringMode, SystemMatch, max_includes,
 };
 use crate::search::values::DateRange;
 use crate::tenant::TenantId;

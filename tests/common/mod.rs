@@ -180,6 +180,18 @@ impl Ctx {
     }
 }
 
+/// Part `index` of a compact JWT (0: header, 1: claims), decoded, unverified.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(index).expect("JWT part");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64url"),
+    )
+    .expect("JSON")
+}
+
 /// Assert an error response: the status, a FHIR JSON OperationOutcome body, and return it.
 pub async fn expect_outcome(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");

@@ -45,10 +45,22 @@ pub struct ClientKey {
 impl ClientKey {
     pub fn generate(alg: &str) -> ClientKey {
         let dir = scratch();
-        let kid = format!("{}-{}", alg.to_lowercase(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let kid = format!(
+            "{}-{}",
+            alg.to_lowercase(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         node(
             "jose.mjs",
-            &["keygen", "--alg", alg, "--kid", &kid, "--out", &dir.to_string_lossy()],
+            &[
+                "keygen",
+                "--alg",
+                alg,
+                "--kid",
+                &kid,
+                "--out",
+                &dir.to_string_lossy(),
+            ],
         );
         ClientKey { dir, kid }
     }
@@ -58,14 +70,21 @@ impl ClientKey {
     }
 
     pub fn jwks(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.jwks_file()).expect("jwks")).expect("json")
+        serde_json::from_str(&std::fs::read_to_string(self.jwks_file()).expect("jwks"))
+            .expect("json")
     }
 
     /// Sign `claims` with this key; `extra` are more `jose.mjs sign` flags.
     pub fn sign(&self, claims: &Value, extra: &[&str]) -> String {
         let key = self.dir.join("private.jwk.json");
         let claims = claims.to_string();
-        let mut args = vec!["sign", "--key", key.to_str().expect("utf-8 path"), "--claims", &claims];
+        let mut args = vec![
+            "sign",
+            "--key",
+            key.to_str().expect("utf-8 path"),
+            "--claims",
+            &claims,
+        ];
         args.extend_from_slice(extra);
         node("jose.mjs", &args)
     }
@@ -109,7 +128,9 @@ impl Idp {
             .expect("start idp.mjs (scripts/peers.sh installs it)");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("READY line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("READY line");
         let issuer = line
             .trim()
             .strip_prefix("READY ")
@@ -123,7 +144,13 @@ impl Idp {
     }
 
     /// A client_credentials token from the provider (HTTP Basic client auth).
-    pub async fn client_token(&self, client_id: &str, secret: &str, scope: &str, resource: &str) -> Value {
+    pub async fn client_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: &str,
+        resource: &str,
+    ) -> Value {
         let response = reqwest::Client::new()
             .post(format!("{}/token", self.issuer))
             .basic_auth(client_id, Some(secret))
@@ -142,13 +169,31 @@ impl Idp {
     }
 
     /// Sign in as `account` with the authorization code flow (PKCE); the token response.
-    pub fn login(&self, client_id: &str, secret: &str, scope: &str, resource: &str, account: &str) -> Value {
+    pub fn login(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: &str,
+        resource: &str,
+        account: &str,
+    ) -> Value {
         let out = node(
             "login.mjs",
             &[
-                "--issuer", &self.issuer, "--client-id", client_id, "--client-secret", secret,
-                "--redirect-uri", "http://127.0.0.1:9/cb", "--scope", scope, "--resource",
-                resource, "--login", account,
+                "--issuer",
+                &self.issuer,
+                "--client-id",
+                client_id,
+                "--client-secret",
+                secret,
+                "--redirect-uri",
+                "http://127.0.0.1:9/cb",
+                "--scope",
+                scope,
+                "--resource",
+                resource,
+                "--login",
+                account,
             ],
         );
         serde_json::from_str(&out).expect("login.mjs json")
