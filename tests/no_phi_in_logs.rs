@@ -190,6 +190,40 @@ async fn no_phi_reaches_the_log() {
         204
     );
 
+    // Credentials: a token in the URL (refused), a client assertion at the token endpoint
+    // (refused: unknown client) and in its URL. Neither may reach the log.
+    assert_eq!(
+        client
+            .get(format!("{base}/Patient?access_token={token}"))
+            .send()
+            .await
+            .expect("token in url")
+            .status(),
+        401
+    );
+    for url in [
+        format!("{base}/auth/token"),
+        format!("{base}/auth/token?client_assertion={token}"),
+    ] {
+        let status = client
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.rs"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", token.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token request")
+            .status();
+        assert!(status == 400 || status == 401, "{status}");
+    }
+    let signature = token.rsplit('.').next().expect("signature").to_owned();
+
     // Graceful stop: SIGTERM, and the process exits by itself.
     let status = Command::new("kill")
         .arg("-TERM")
@@ -227,6 +261,10 @@ async fn no_phi_reaches_the_log() {
     assert!(
         output.contains("\"route\":\"/fhir/{tenant}/{type}/{id}\""),
         "request lines are logged"
+    );
+    assert!(
+        !output.contains(&signature),
+        "a token reached the log:\n{output}"
     );
     for phi in [NAME, GIVEN, IDENTIFIER, BIRTH_DATE, PHONE] {
         assert!(
