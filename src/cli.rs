@@ -68,6 +68,11 @@ pub enum Command {
         tenant: String,
         files: Vec<PathBuf>,
     },
+    /// The audit log's hash chain: seal, verify, purge.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// HL7 v2 messages: list failed ones, replay them.
     Mllp {
         #[command(subcommand)]
@@ -108,6 +113,30 @@ pub enum MllpCommand {
 }
 
 #[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Hash-chain the tenant's unsealed audit events now.
+    Seal {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Seal, then recompute the tenant's chain; exit 1 and name the first broken link if
+    /// it does not verify.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove sealed audit events older than the retention period (owner role, which must
+    /// be a member of hearth_audit_maintainer); the chain is re-anchored at the cut.
+    Purge {
+        #[arg(long)]
+        tenant: String,
+        /// Keep this many days (default: audit.retention_days).
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant (idempotent with --if-missing).
     Create {
@@ -119,6 +148,13 @@ pub enum TenantCommand {
     },
     /// List tenants (needs the owner role: HEARTH_MIGRATION_DATABASE_URL).
     List,
+    /// Override keys of the access policy (profiles/access/policy.json) for a tenant, from
+    /// a JSON object file (owner role). `{}` restores the default.
+    AccessPolicy {
+        id: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Set how writes are checked against profiles: off, warn or enforce (owner role).
     Validation {
         id: String,
@@ -207,6 +243,11 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("mllp: {0}")]
     Mllp(#[from] crate::hl7v2::service::ServiceError),
+    #[error("the audit chain of tenant {tenant} is broken at {link}")]
+    AuditBroken {
+        tenant: TenantId,
+        link: crate::audit::BrokenLink,
+    },
 }
 
 pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
@@ -252,12 +293,16 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                     tracing::info!(listener = %name, %addr, "mllp serving");
                 }
             }
+            let sealer = server::spawn_audit_sealer(&state);
             tracing::info!(listen = %state.config.server.listen, "hearth serving");
             // SIGINT/SIGTERM end the HTTP server after its in-flight requests; then the MLLP
             // listeners stop accepting and finish the message each connection has in hand.
             let served = server::http_server(state, listener)?.await;
             if let Some(service) = mllp {
                 service.stop();
+            }
+            if let Some(sealer) = sealer {
+                sealer.abort();
             }
             served?;
             tracing::info!("hearth stopped");
@@ -303,6 +348,26 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             )?;
         }
         Command::Tenant {
+            command: TenantCommand::AccessPolicy { id, file },
+        } => {
+            let tenant = TenantId::parse(&id)?;
+            let text = std::fs::read_to_string(&file)?;
+            let overrides: Value = serde_json::from_str(&text).map_err(|e| CliError::Load {
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            // Refuse an override that does not make a valid policy, before storing it.
+            crate::access::AccessPolicy::with_overrides(&overrides).map_err(|e| {
+                CliError::Load {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            store::set_tenant_access_policy(&owner, &tenant, &overrides).await?;
+            writeln!(out, "tenant {tenant}: access policy overrides set")?;
+        }
+        Command::Tenant {
             command: TenantCommand::List,
         } => {
             let owner = store::connect(owner_url(&config)?, 2).await?;
@@ -310,6 +375,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 writeln!(out, "{}\t{}\t{}", t.id, t.name, t.created_at.to_rfc3339())?;
             }
         }
+        Command::Audit { command } => audit_command(&config, command, &mut out).await?,
         Command::Client { command } => client_command(&config, command, &mut out).await?,
         Command::Idp { command } => idp_command(&config, command, &mut out).await?,
         Command::Token {
@@ -500,6 +566,81 @@ async fn load_file(
             .await?;
     }
     Ok(resources.len())
+}
+
+async fn audit_command(
+    config: &Config,
+    command: AuditCommand,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    use crate::audit;
+    match command {
+        AuditCommand::Seal { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            let sealed = audit::seal(&store, &tenant).await?;
+            writeln!(out, "tenant {tenant}: {sealed} audit events sealed")?;
+        }
+        AuditCommand::Verify { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            audit::seal(&store, &tenant).await?;
+            let report = audit::verify(&store, &tenant).await?;
+            if let Some(link) = report.broken {
+                writeln!(
+                    out,
+                    "tenant {tenant}: audit chain BROKEN at {link} ({} links verified before it)",
+                    report.sealed
+                )?;
+                return Err(CliError::AuditBroken { tenant, link });
+            }
+            writeln!(
+                out,
+                "tenant {tenant}: audit chain verified: {} sealed, {} unsealed, head position {} hash {}{}",
+                report.sealed,
+                report.unsealed,
+                report.head_position,
+                report.head_hash,
+                if report.anchor_position > 0 {
+                    format!(
+                        " (anchored at position {} by a purge)",
+                        report.anchor_position
+                    )
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        AuditCommand::Purge {
+            tenant,
+            older_than_days,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let days = older_than_days.unwrap_or(config.audit.retention_days);
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            // Purge only a chain that verifies: a purge must not erase the evidence of a
+            // break.
+            audit::seal(&store, &tenant).await?;
+            let report = audit::verify(&store, &tenant).await?;
+            if let Some(link) = report.broken {
+                return Err(CliError::AuditBroken { tenant, link });
+            }
+            let owner = store::connect(owner_url(config)?, 2).await?;
+            let purged = audit::purge(&owner, &tenant, before).await?;
+            writeln!(
+                out,
+                "tenant {tenant}: {} audit events recorded before {} purged; chain anchored at position {}",
+                purged.purged,
+                before.to_rfc3339(),
+                purged.anchor_position
+            )?;
+        }
+    }
+    Ok(())
 }
 
 async fn client_command(

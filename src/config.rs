@@ -18,6 +18,29 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub mllp: MllpConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log (`crate::audit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// HEARTH_AUDIT_RETENTION_DAYS: how long audit events are kept. Purging older ones is
+    /// an operator's act through the maintenance role (`hearth audit purge`), never automatic.
+    pub retention_days: u32,
+    /// HEARTH_AUDIT_SEAL_INTERVAL_MS: how often `hearth serve` seals new events into the
+    /// hash chain; 0 turns the background sealer off (`hearth audit seal` still works).
+    pub seal_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            // Six years: HIPAA's documentation retention (45 CFR 164.316(b)(2)).
+            retention_days: 2190,
+            seal_interval_ms: 1000,
+        }
+    }
 }
 
 /// HL7 v2 over MLLP. Listeners are configured in the file only (they are structured).
@@ -285,6 +308,12 @@ impl Config {
         if let Some(v) = var("HEARTH_ALLOW_HTTP_KEY_URLS") {
             self.auth.allow_http_key_urls = parsed("HEARTH_ALLOW_HTTP_KEY_URLS", v)?;
         }
+        if let Some(v) = var("HEARTH_AUDIT_RETENTION_DAYS") {
+            self.audit.retention_days = parsed("HEARTH_AUDIT_RETENTION_DAYS", v)?;
+        }
+        if let Some(v) = var("HEARTH_AUDIT_SEAL_INTERVAL_MS") {
+            self.audit.seal_interval_ms = parsed("HEARTH_AUDIT_SEAL_INTERVAL_MS", v)?;
+        }
         if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
             self.log.filter = v;
         }
@@ -340,6 +369,21 @@ mod tests {
         let from_file: Config =
             toml::from_str("[server]\nmax_bundle_entries = 7\n").expect("valid toml");
         assert_eq!(from_file.server.max_bundle_entries, 7);
+    }
+
+    #[test]
+    fn audit_defaults_and_overrides() {
+        let mut config = Config::default();
+        assert_eq!(config.audit.retention_days, 2190);
+        assert_eq!(config.audit.seal_interval_ms, 1000);
+        config
+            .apply_env(|n| (n == "HEARTH_AUDIT_SEAL_INTERVAL_MS").then(|| "250".into()))
+            .expect("valid env");
+        assert_eq!(config.audit.seal_interval_ms, 250);
+        let from_file: Config =
+            toml::from_str("[audit]\nretention_days = 3650\n").expect("valid toml");
+        assert_eq!(from_file.audit.retention_days, 3650);
+        assert_eq!(from_file.audit.seal_interval_ms, 1000);
     }
 
     #[test]

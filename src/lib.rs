@@ -1,6 +1,7 @@
 //! Hearth: a FHIR-native integration server. See ARCHITECTURE.md for the map.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod bench_conformance;

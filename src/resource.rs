@@ -163,7 +163,8 @@ impl CheckedResource {
 
     /// The JSON to store: `resourceType`, `id`, `meta` first (with the server's versionId
     /// and lastUpdated, keeping the sender's profiles, tags and labels), then the rest as
-    /// sent; and its search index rows. `local_base` is the tenant's FHIR base with a `/`.
+    /// sent; its search index rows and care relationship rows. `local_base` is the tenant's
+    /// FHIR base with a `/`.
     pub fn render(mut self, id: &str, stamp: &VersionStamp, local_base: &str) -> Rendered {
         let resource_type = self
             .object
@@ -194,9 +195,11 @@ impl CheckedResource {
         out.extend(self.object);
         let resource = Value::Object(out);
         let index = crate::search::extract(&type_name, &resource, local_base);
+        let relationships = crate::access::relationships::derive(&type_name, &resource);
         Rendered {
             content: resource.to_string(),
             index,
+            relationships,
         }
     }
 }

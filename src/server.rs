@@ -55,6 +55,8 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         metrics: std::sync::Arc::new(Metrics::new()?),
         started_at: chrono::Utc::now(),
         tenant_settings: Default::default(),
+        access_policies: Default::default(),
+        specialties: Default::default(),
         config,
     })
 }
@@ -86,4 +88,17 @@ pub fn http_server(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// The background audit sealer (`audit.seal_interval_ms`; 0 = none): it hash-chains every
+/// tenant's new audit events, off the request path. Stops when the handle is aborted or the
+/// runtime ends.
+pub fn spawn_audit_sealer(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = state.config.audit.seal_interval_ms;
+    (interval > 0).then(|| {
+        tokio::spawn(crate::audit::run_sealer(
+            state.store.clone(),
+            Duration::from_millis(interval),
+        ))
+    })
 }

@@ -46,6 +46,14 @@ const ALL_TABLES: &[&str] = &[
     "oauth_assertion_jtis",
     "oauth_revoked_tokens",
     "trusted_issuers",
+    "care_relationships",
+    "practitioner_sites",
+    "patient_sites",
+    "break_glass_grants",
+    "audit_events",
+    "audit_chain",
+    "audit_anchors",
+    "audit_seal_state",
     "hl7_messages",
 ];
 

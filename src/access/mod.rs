@@ -1,14 +1,20 @@
-//! The access decision: may this caller do this to this resource type, and which resources
-//! of it may they see? Today the decision comes from the token's SMART scopes: the
-//! interaction letters, `patient/` confinement to the patient compartment, and v2 granular
-//! criteria. The answer is a [`Visibility`] that `store` turns into SQL, so searches, reads,
-//! includes and history are filtered by the same rows the search index holds.
+//! The access decision, in one place: may this subject do this to this resource type, and
+//! which resources of it may they see? Inputs: the token's SMART scopes (letters, `patient/`
+//! compartment, granular criteria), the user (a Practitioner sees the patients they have a
+//! care relationship with: encounters, care teams, their facility, break-glass), the
+//! security labels they may see, and the purpose of use — with the policy as data
+//! (`profiles/access/policy.json` + tenant overrides). The answer is a [`Visibility`] that
+//! `store` turns into SQL, so searches, reads, includes and history are filtered by the same
+//! rows the search index holds — counts and pages never see what the caller may not.
 
 pub mod compartment;
+pub mod policy;
+pub mod relationships;
 
 use crate::auth::{Interaction, Principal, ResourceScope, ScopeContext};
-use crate::search::query::{AccessFilter, Clause, parse_criteria};
+use crate::search::query::{AccessFilter, CareOf, Clause, Predicate, SystemMatch, parse_criteria};
 use compartment::Membership;
+pub use policy::{AccessPolicy, DenyAs};
 
 /// What of a resource type the caller may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +25,8 @@ pub enum Visibility {
     Filtered(AccessFilter),
 }
 
-/// The caller may not do this at all; the text says why (it goes into the 403).
+/// The caller may not do this at all; the text says why (it goes into the 403 and the
+/// audit record).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Denied(pub String);
@@ -35,20 +42,126 @@ pub fn patient_in_context(principal: &Principal) -> Option<&str> {
     })
 }
 
-/// Decide `interaction` on `resource_type` for `principal`. `local_base` is the tenant's
+/// What the decision knows about the caller, gathered once per request.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub principal: &'a Principal,
+    pub policy: &'a AccessPolicy,
+    /// Specialties (`system|code`) of the user's current PractitionerRoles.
+    pub specialties: Vec<String>,
+    /// The purpose of use the request asserts (already checked by [`check_purpose`]).
+    pub purpose: String,
+}
+
+impl Subject<'_> {
+    /// The practitioner the user is, if the user is one.
+    pub fn practitioner(&self) -> Option<&str> {
+        self.principal
+            .fhir_user
+            .as_deref()
+            .and_then(|u| u.strip_prefix("Practitioner/"))
+    }
+
+    /// The patient the user is, if the user is one.
+    fn patient_user(&self) -> Option<&str> {
+        self.principal
+            .fhir_user
+            .as_deref()
+            .and_then(|u| u.strip_prefix("Patient/"))
+    }
+
+    /// Labels this subject may not see.
+    fn hidden_labels(&self) -> Vec<String> {
+        let grants = match self.principal.issuer {
+            _ if self.practitioner().is_some() => {
+                self.policy.labels_of_specialties(&self.specialties)
+            }
+            _ => {
+                let mut grants = self
+                    .policy
+                    .client_label_grants
+                    .get("*")
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(own) = self
+                    .principal
+                    .client_id
+                    .as_ref()
+                    .and_then(|c| self.policy.client_label_grants.get(c))
+                {
+                    grants.extend(own.iter().cloned());
+                }
+                grants
+            }
+        };
+        self.policy.hidden_labels(&grants)
+    }
+}
+
+/// The decision: what of the type the caller may see, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub visibility: Visibility,
+    /// Human-readable grounds (scopes, relationships, labels hidden), for the audit record.
+    pub reasons: Vec<String>,
+}
+
+/// Is the asserted purpose of use allowed to this caller? Emergency treatment (break-glass)
+/// needs the policy's break-glass scope.
+pub fn check_purpose(
+    principal: &Principal,
+    policy: &AccessPolicy,
+    purpose: &str,
+) -> Result<(), Denied> {
+    if !policy.purposes.allowed.iter().any(|p| p == purpose) {
+        return Err(Denied(format!("purpose of use {purpose} is not accepted")));
+    }
+    if purpose == "ETREAT" && !principal.scopes.contains(&policy.break_glass.scope) {
+        return Err(Denied(format!(
+            "purpose of use ETREAT (break-glass) needs the {} grant",
+            policy.break_glass.scope
+        )));
+    }
+    Ok(())
+}
+
+/// Decide `interaction` on `resource_type` for `subject`. `local_base` is the tenant's
 /// FHIR base with a trailing slash (references in criteria are read against it).
 pub fn decide(
-    principal: &Principal,
+    subject: &Subject<'_>,
     resource_type: &str,
     interaction: Interaction,
     local_base: &str,
-) -> Result<Visibility, Denied> {
+) -> Result<Decision, Denied> {
+    if let Some(types) = subject.policy.purposes.types.get(&subject.purpose)
+        && !types.iter().any(|t| t == resource_type)
+    {
+        return Err(Denied(format!(
+            "purpose of use {} does not cover {resource_type}",
+            subject.purpose
+        )));
+    }
     let mut grants: Vec<Vec<Clause>> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     let mut why_not: Option<String> = None;
-    for scope in principal.scopes.granting(resource_type, interaction) {
-        match grant(principal, scope, resource_type, local_base) {
-            Ok(clauses) if clauses.is_empty() => return Ok(Visibility::All),
-            Ok(clauses) => grants.push(clauses),
+    // Labels restrict disclosure: they filter what is read, not what may be written.
+    let disclosure = matches!(interaction, Interaction::Read | Interaction::Search);
+    for scope in subject
+        .principal
+        .scopes
+        .granting(resource_type, interaction)
+    {
+        match grant(subject, scope, resource_type, local_base, disclosure) {
+            Ok((clauses, why)) => {
+                reasons.push(why);
+                if clauses.is_empty() {
+                    return Ok(Decision {
+                        visibility: Visibility::All,
+                        reasons,
+                    });
+                }
+                grants.push(clauses);
+            }
             Err(reason) => why_not = Some(reason),
         }
     }
@@ -58,24 +171,58 @@ pub fn decide(
         });
         return Err(Denied(reason));
     }
-    Ok(Visibility::Filtered(AccessFilter { grants }))
+    Ok(Decision {
+        visibility: Visibility::Filtered(AccessFilter { grants }),
+        reasons,
+    })
 }
 
-/// The clauses one scope confines `resource_type` to (empty: the whole type), or why the
-/// scope grants nothing here.
+/// The clauses one scope confines `resource_type` to (empty: the whole type) with the
+/// grounds, or why the scope grants nothing here.
 fn grant(
-    principal: &Principal,
+    subject: &Subject<'_>,
     scope: &ResourceScope,
     resource_type: &str,
     local_base: &str,
-) -> Result<Vec<Clause>, String> {
+    disclosure: bool,
+) -> Result<(Vec<Clause>, String), String> {
+    let principal = subject.principal;
     let mut clauses = Vec::new();
-    if scope.context == ScopeContext::Patient {
-        let patient = patient_in_context(principal).ok_or_else(|| {
+    let mut why = format!("scope {}/", scope.context.prefix());
+    let confine_to = match scope.context {
+        ScopeContext::Patient => Some(patient_in_context(principal).ok_or_else(|| {
             "patient/ scopes need a patient in the token's launch context".to_owned()
-        })?;
-        if let Some(clause) = compartment_clause(resource_type, patient, local_base)? {
-            clauses.push(clause);
+        })?),
+        ScopeContext::User if subject.practitioner().is_some() => None,
+        ScopeContext::User => Some(subject.patient_user().ok_or_else(|| {
+            "user/ scopes need a fhirUser naming a Practitioner or Patient".to_owned()
+        })?),
+        ScopeContext::System => None,
+    };
+    if let Some(patient) = confine_to
+        && let Some(clause) = compartment_clause(resource_type, patient, local_base)?
+    {
+        clauses.push(clause);
+        why.push_str(&format!("; compartment of Patient/{patient}"));
+    }
+    // A practitioner sees patients they have a care relationship with, whatever the scope
+    // context (an EHR launch gives clinicians patient/ scopes too).
+    if scope.context != ScopeContext::System
+        && let Some(practitioner) = subject.practitioner()
+        && let Some(clause) = care_clause(subject, resource_type, practitioner)?
+    {
+        clauses.push(clause);
+        why.push_str(&format!(
+            "; care relationships of Practitioner/{practitioner}"
+        ));
+    }
+    // Labelled data needs an explicit grant, except in a patient's own record.
+    let own_record = subject.practitioner().is_none() && confine_to.is_some();
+    if disclosure && !own_record {
+        let hidden = subject.hidden_labels();
+        if !hidden.is_empty() {
+            clauses.push(label_clause(&hidden));
+            why.push_str(&format!("; hidden labels {}", short_codes(&hidden)));
         }
     }
     if !scope.criteria.is_empty() {
@@ -83,8 +230,73 @@ fn grant(
             format!("the token's granular scope cannot be applied to {resource_type}: {e}")
         })?;
         clauses.extend(criteria);
+        why.push_str("; granular criteria");
     }
-    Ok(clauses)
+    Ok((clauses, why))
+}
+
+fn short_codes(labels: &[String]) -> String {
+    labels
+        .iter()
+        .map(|l| l.rsplit('|').next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// NOT (any hidden label in `meta.security`).
+fn label_clause(hidden: &[String]) -> Clause {
+    let any_of = hidden
+        .iter()
+        .map(|label| {
+            let (system, code) = label.split_once('|').unwrap_or(("", label));
+            Predicate::Token {
+                param: "_security".to_owned(),
+                system: SystemMatch::Is(system.to_owned()),
+                code: Some(code.to_owned()),
+            }
+        })
+        .collect();
+    Clause {
+        any_of,
+        negated: true,
+    }
+}
+
+/// The resource belongs to a patient in the practitioner's care set (`None`: the type holds
+/// no patient data).
+fn care_clause(
+    subject: &Subject<'_>,
+    resource_type: &str,
+    practitioner: &str,
+) -> Result<Option<Clause>, String> {
+    let registry = crate::search::SearchRegistry::global();
+    let (params, patient_itself) = match compartment::membership_of(resource_type) {
+        Membership::Outside => return Ok(None),
+        Membership::PatientItself(params) => (params, true),
+        Membership::Through(params) => (params, false),
+    };
+    let params: Vec<String> = params
+        .iter()
+        .filter(|p| registry.param(resource_type, p).is_some())
+        .cloned()
+        .collect();
+    if params.is_empty() && !patient_itself {
+        return Err(format!(
+            "{resource_type} cannot be confined to a patient compartment on this server"
+        ));
+    }
+    Ok(Some(Clause {
+        any_of: vec![Predicate::InCareOf {
+            params,
+            patient_itself,
+            care: CareOf {
+                practitioner: practitioner.to_owned(),
+                window_secs: i64::from(subject.policy.care_window_hours) * 3600,
+                facility_specialties: subject.policy.facility_specialties.clone(),
+            },
+        }],
+        negated: false,
+    }))
 }
 
 /// One clause: the resource is in `patient`'s compartment (any membership parameter points
@@ -122,7 +334,8 @@ fn compartment_clause(
 }
 
 /// Is every search of `resource_type` this caller may make confined to one patient's
-/// compartment? Then the search is bounded without a `patient` parameter.
+/// compartment or a practitioner's care set? Then the search is bounded without a
+/// `patient` parameter.
 pub fn confined_to_patient(
     principal: &Principal,
     resource_type: &str,
@@ -132,8 +345,73 @@ pub fn confined_to_patient(
         .scopes
         .granting(resource_type, interaction)
         .peekable();
+    let practitioner_user = principal
+        .fhir_user
+        .as_deref()
+        .is_some_and(|u| u.starts_with("Practitioner/"));
     granting.peek().is_some()
-        && granting.all(|s| s.context == ScopeContext::Patient)
-        && patient_in_context(principal).is_some()
+        && granting.all(|s| match s.context {
+            ScopeContext::Patient => patient_in_context(principal).is_some(),
+            ScopeContext::User => practitioner_user,
+            ScopeContext::System => false,
+        })
         && compartment::membership_of(resource_type) != Membership::Outside
+}
+
+/// The patients (ids) whose compartment `resource` is in — for the audit record of a read.
+pub fn patients_of(
+    resource_type: &str,
+    resource: &serde_json::Value,
+    local_base: &str,
+) -> Vec<String> {
+    let (params, itself) = match compartment::membership_of(resource_type) {
+        Membership::Outside => return Vec::new(),
+        Membership::PatientItself(params) => (params, true),
+        Membership::Through(params) => (params, false),
+    };
+    let mut patients: Vec<String> =
+        crate::search::extract_params(resource_type, resource, local_base, Some(params))
+            .into_iter()
+            .filter_map(|e| match e.value {
+                crate::search::IndexValue::Reference(r)
+                    if r.target_type.as_deref() == Some("Patient") =>
+                {
+                    r.target_id
+                }
+                _ => None,
+            })
+            .collect();
+    if itself && let Some(id) = resource.get("id").and_then(|v| v.as_str()) {
+        patients.push(id.to_owned());
+    }
+    patients.sort();
+    patients.dedup();
+    patients
+}
+
+/// An owned copy of what [`decide`] needs, for checks made later in the request (the
+/// write guard runs inside the transaction, just before commit).
+#[derive(Debug, Clone)]
+pub struct OwnedSubject {
+    pub principal: Principal,
+    pub policy: std::sync::Arc<AccessPolicy>,
+    pub specialties: Vec<String>,
+    pub purpose: String,
+    pub local_base: String,
+}
+
+impl OwnedSubject {
+    pub fn decide(
+        &self,
+        resource_type: &str,
+        interaction: Interaction,
+    ) -> Result<Decision, Denied> {
+        let subject = Subject {
+            principal: &self.principal,
+            policy: &self.policy,
+            specialties: self.specialties.clone(),
+            purpose: self.purpose.clone(),
+        };
+        decide(&subject, resource_type, interaction, &self.local_base)
+    }
 }

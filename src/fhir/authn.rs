@@ -4,26 +4,105 @@
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 
+use super::audit_trail::{self, AuditNote, AuditScope, CallerContext};
 use super::outcome::FhirError;
-use crate::access::{self, Visibility};
+use crate::access::{self, AccessPolicy, Decision, DenyAs, Subject, Visibility};
 use crate::auth::{Interaction, Principal, TokenError, claims_hearth_issuer};
 use crate::state::AppState;
 use crate::store::{Store, StoredVersion};
 use crate::tenant::TenantId;
 
-/// The caller, authenticated for the tenant named in the URL.
+/// The caller, authenticated for the tenant named in the URL, with what the access decision
+/// needs to know about them.
 pub struct Authenticated {
     pub principal: Principal,
     /// The tenant's FHIR base with a trailing slash.
     local_base: String,
+    pub policy: Arc<AccessPolicy>,
+    /// Specialties of the user's current PractitionerRoles (empty for other callers).
+    specialties: Vec<String>,
+    /// The purpose of use the request asserts (`X-Purpose-Of-Use`; the policy's default).
+    pub purpose: String,
+    /// The request's audit scope (decision reasons and what the handler touched go there).
+    audit: Option<Arc<AuditScope>>,
 }
+
+/// The request header asserting the purpose of use (v3 PurposeOfUse code).
+pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
 
 impl Authenticated {
     pub fn tenant(&self) -> &TenantId {
         &self.principal.tenant
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            principal: &self.principal,
+            policy: &self.policy,
+            specialties: self.specialties.clone(),
+            purpose: self.purpose.clone(),
+        }
+    }
+
+    /// The access decision for `interaction` on `resource_type`; 403 if nothing is allowed.
+    pub fn decision(
+        &self,
+        resource_type: &str,
+        interaction: Interaction,
+    ) -> Result<Decision, FhirError> {
+        let decision = access::decide(
+            &self.subject(),
+            resource_type,
+            interaction,
+            &self.local_base,
+        );
+        if let Some(scope) = &self.audit {
+            match &decision {
+                Ok(d) => scope.add_reasons(&d.reasons),
+                Err(denied) => scope.add_reasons(std::slice::from_ref(&denied.0)),
+            }
+        }
+        decision.map_err(|denied| FhirError::forbidden(denied.0))
+    }
+
+    /// Mark this request's audit record high severity (break-glass, sensitive refusals).
+    pub fn flag_high_severity(&self) {
+        if let Some(scope) = &self.audit {
+            scope.flag_high_severity();
+        }
+    }
+
+    /// Tell the audit trail what this request touched.
+    pub fn note(&self, f: impl FnOnce(&mut AuditNote)) {
+        if let Some(scope) = &self.audit {
+            scope.note(f);
+        }
+    }
+
+    /// Note the patients and entities of resources served to the caller.
+    pub fn note_served<'a>(&self, versions: impl IntoIterator<Item = &'a StoredVersion>) {
+        let base = self.local_base.clone();
+        self.note(|n| {
+            for v in versions {
+                n.entities.push(format!(
+                    "{}/{}/_history/{}",
+                    v.resource_type, v.id, v.version_id
+                ));
+                if let Some(content) = v.content.as_deref()
+                    && let Ok(value) = serde_json::from_str::<serde_json::Value>(content)
+                {
+                    for p in access::patients_of(&v.resource_type, &value, &base) {
+                        if !n.patients.contains(&p) {
+                            n.patients.push(p);
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// What of `resource_type` the caller may see for `interaction`; 403 if nothing.
@@ -32,19 +111,13 @@ impl Authenticated {
         resource_type: &str,
         interaction: Interaction,
     ) -> Result<Visibility, FhirError> {
-        access::decide(
-            &self.principal,
-            resource_type,
-            interaction,
-            &self.local_base,
-        )
-        .map_err(|denied| FhirError::forbidden(denied.0))
+        Ok(self.decision(resource_type, interaction)?.visibility)
     }
 
-    /// 403 unless the token allows `interaction` on every resource of `resource_type`. The
-    /// interactions that do not (yet) apply a compartment or granular filter — writes,
-    /// conditional operations, Bundle entries — use this, so a filtered scope is refused
-    /// there rather than silently widened.
+    /// 403 unless the caller may do `interaction` on every resource of `resource_type`. The
+    /// interactions that do not (yet) apply a filtered decision — conditional operations and
+    /// Bundle entries — use this, so a filtered decision is refused there rather than
+    /// silently widened.
     pub fn require(&self, resource_type: &str, interaction: Interaction) -> Result<(), FhirError> {
         match self.visibility(resource_type, interaction)? {
             Visibility::All => Ok(()),
@@ -73,10 +146,34 @@ impl Authenticated {
             .await?;
         if visible.contains(id) {
             Ok(())
+        } else if self.policy.deny_as == DenyAs::NotFound {
+            Err(FhirError::not_found("resource not found"))
         } else {
             Err(FhirError::forbidden(format!(
-                "{resource_type}/{id} is outside what the token's scopes allow (patient compartment or granular criteria)"
+                "{resource_type}/{id} is outside what this caller may see (patient compartment, care relationships, security labels or granular criteria)"
             )))
+        }
+    }
+
+    /// Before changing `resource_type/id` under a filtered decision: if it exists, the
+    /// caller must be allowed to see it now (the guard checks the new state at commit).
+    pub async fn check_existing_visible(
+        &self,
+        store: &Store,
+        visibility: &Visibility,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<(), FhirError> {
+        if matches!(visibility, Visibility::All) {
+            return Ok(());
+        }
+        match store.read(self.tenant(), resource_type, id).await {
+            Ok(_) => {
+                self.check_visible(store, visibility, resource_type, id)
+                    .await
+            }
+            Err(crate::store::StoreError::NotFound | crate::store::StoreError::Gone(_)) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -90,7 +187,9 @@ impl Authenticated {
         let mut hidden: HashSet<(String, String)> = HashSet::new();
         for t in types {
             let of_type = versions.iter().filter(|v| v.resource_type == t);
-            match access::decide(&self.principal, &t, Interaction::Read, &self.local_base) {
+            match access::decide(&self.subject(), &t, Interaction::Read, &self.local_base)
+                .map(|d| d.visibility)
+            {
                 Ok(Visibility::All) => {}
                 Ok(Visibility::Filtered(filter)) => {
                     let ids: Vec<String> = of_type.map(|v| v.id.clone()).collect();
@@ -218,9 +317,59 @@ impl FromRequest for Authenticated {
                 }
             };
             let local_base = format!("{}/", state.fhir_base(&tenant));
+            let policy = state.access_policy(&tenant).await?;
+            let purpose = match req.headers().get(PURPOSE_HEADER) {
+                None => policy.purposes.default.clone(),
+                Some(v) => v
+                    .to_str()
+                    .map(|v| v.trim().to_owned())
+                    .map_err(|_| FhirError::bad_request("X-Purpose-Of-Use must be a code"))?,
+            };
+            let audit = audit_trail::scope_of(&req);
+            if let Some(scope) = &audit {
+                scope.set_caller(CallerContext {
+                    agent: Some(audit_trail::agent_of(&principal)),
+                    purpose: Some(purpose.clone()),
+                    reasons: Vec::new(),
+                    high_severity: purpose == "ETREAT",
+                });
+            }
+            if let Err(denied) = access::check_purpose(&principal, &policy, &purpose) {
+                state.metrics.auth_failure("purpose");
+                if let Some(scope) = &audit {
+                    scope.add_reasons(std::slice::from_ref(&denied.0));
+                }
+                return Err(FhirError::forbidden(denied.0));
+            }
+            let specialties_of = match principal
+                .fhir_user
+                .as_deref()
+                .and_then(|u| u.strip_prefix("Practitioner/"))
+            {
+                Some(practitioner) => {
+                    state
+                        .practitioner_specialties(&tenant, practitioner)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            let specialties = specialties_of;
+            if let Some(scope) = &audit {
+                scope.set_subject(access::OwnedSubject {
+                    principal: principal.clone(),
+                    policy: policy.clone(),
+                    specialties: specialties.clone(),
+                    purpose: purpose.clone(),
+                    local_base: local_base.clone(),
+                });
+            }
             Ok(Authenticated {
                 principal,
                 local_base,
+                policy,
+                specialties,
+                purpose,
+                audit,
             })
         })
     }

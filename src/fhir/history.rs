@@ -146,6 +146,7 @@ async fn history(
         auth.retain_readable(&state.store, &mut page.versions)
             .await?;
     }
+    auth.note_served(&page.versions);
     let base = state.fhir_base(tenant);
     let path = match &id {
         Some(id) => format!("{base}/{resource_type}/{id}/_history"),

@@ -1,8 +1,11 @@
 //! The FHIR R4 REST surface at `/fhir/{tenant}`: routes, negotiation, OperationOutcome.
 //! Handlers check the request, call `store`, and shape the HTTP answer; no SQL here.
 
+mod audit_event;
+mod audit_trail;
 mod authn;
 mod body;
+mod break_glass;
 mod bundle;
 pub mod capability;
 mod conditional;
@@ -46,6 +49,7 @@ pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch"];
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/fhir/{tenant}")
+            .wrap(actix_web::middleware::from_fn(audit_trail::audit_trail))
             .service(
                 // The base URL: transaction and batch Bundles.
                 web::resource(["", "/"])
@@ -55,6 +59,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/metadata")
                     .route(web::get().to(capability::metadata))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            // The audit log, before the generic /{type} routes: read-only.
+            .service(
+                web::resource("/AuditEvent")
+                    .route(web::get().to(audit_event::search_get))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/AuditEvent/_search")
+                    .route(web::post().to(audit_event::search_post))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/AuditEvent/{id}")
+                    .route(web::get().to(audit_event::read))
                     .default_service(web::to(not_allowed("GET"))),
             )
             .service(
@@ -78,6 +98,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/{type}/$validate")
                     .route(web::post().to(validate::type_level))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/Patient/{id}/$break-glass")
+                    .route(web::post().to(break_glass::break_glass))
                     .default_service(web::to(not_allowed("POST"))),
             )
             .service(

@@ -282,6 +282,7 @@ impl From<StoreError> for FhirError {
                 "another request is changing this resource; retry",
             ),
             StoreError::UnknownTenant => FhirError::not_found("unknown tenant"),
+            StoreError::Forbidden(reason) => FhirError::forbidden(reason),
             StoreError::InvalidPageToken => {
                 FhirError::bad_request("_page is not a page token Hearth issued for this search")
             }

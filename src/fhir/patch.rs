@@ -18,7 +18,7 @@ use super::body;
 use super::fhirpath_patch::{self, FhirPathOperation};
 use super::negotiate;
 use super::outcome::{FhirError, IssueType};
-use super::resource::{preflight, write_response};
+use super::resource::{preflight_visible, write_response};
 use crate::auth::Interaction;
 use crate::resource::ValidationPolicy;
 use crate::state::AppState;
@@ -391,12 +391,14 @@ pub async fn patch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type, id) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Update)?;
+    let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Update)?;
     if !body::is_valid_id(&id) {
         return Err(FhirError::bad_request(
             "the id in the URL is not a valid FHIR id",
         ));
     }
+    auth.check_existing_visible(&state.store, &visibility, &resource_type, &id)
+        .await?;
     // The patch format is chosen by Content-Type; a PATCH without one is ambiguous.
     let json_patch = match essence(&req).as_deref() {
         Some("application/json-patch+json") => true,

@@ -131,7 +131,8 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Create)?;
+    // A filtered decision is applied to the new resource inside the transaction.
+    preflight_visible(&req, &auth, &resource_type, Interaction::Create)?;
     negotiate::require_json_body(&req)?;
     let if_none_exist = conditional_create_criteria(&req, &auth, &resource_type)?;
     let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
@@ -207,6 +208,7 @@ pub async fn read(
         .await?;
     auth.check_visible(&state.store, &visibility, &resource_type, &id)
         .await?;
+    auth.note_served([&stored]);
     if conditional::not_modified(&req, &stored) {
         return Ok(conditional::not_modified_response(&stored));
     }
@@ -253,6 +255,7 @@ pub async fn vread(
     // An older version is judged by the resource's current one.
     auth.check_visible(&state.store, &visibility, &resource_type, &id)
         .await?;
+    auth.note_served([&stored]);
     Ok(resource_response(&stored))
 }
 
@@ -272,8 +275,10 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type, id) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Update)?;
+    let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Update)?;
     valid_id(&id)?;
+    auth.check_existing_visible(&state.store, &visibility, &resource_type, &id)
+        .await?;
     negotiate::require_json_body(&req)?;
     let if_match = negotiate::if_match(&req)?;
     let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
@@ -331,8 +336,10 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, FhirError> {
     let (_, resource_type, id) = path.into_inner();
-    preflight(&req, &auth, &resource_type, Interaction::Delete)?;
+    let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Delete)?;
     valid_id(&id)?;
+    auth.check_existing_visible(&state.store, &visibility, &resource_type, &id)
+        .await?;
     let if_match = negotiate::if_match(&req)?;
     let deleted = state
         .store

@@ -56,6 +56,7 @@ pub async fn instance_level(
             .await?;
         auth.check_visible(&state.store, &visibility, &resource_type, &id)
             .await?;
+        auth.note_served([&stored]);
         serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
             .map_err(|_| FhirError::internal())?
     } else {

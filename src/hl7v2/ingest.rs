@@ -2,6 +2,7 @@
 //! from it are committed in one transaction before AA/CA is sent; failures are stored with
 //! their reason (AE/AR) for listing and replay; a duplicate gets its original ACK back.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -92,7 +93,12 @@ impl Ingestor {
 
     pub async fn process(&self, receipt: Receipt<'_>) -> Result<Processed, StoreError> {
         let started = Instant::now();
-        let result = self.process_inner(&receipt).await;
+        // Every resource version a message writes is audited in the message's transaction.
+        let recorder = Arc::new(IngestAudit {
+            listener: self.listener.name.clone(),
+            replay: receipt.replay_of.is_some(),
+        });
+        let result = crate::store::with_commit_hook(recorder, self.process_inner(&receipt)).await;
         tracing::debug!(listener = %self.listener.name, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "hl7 message processed");
         result
     }
@@ -726,5 +732,48 @@ fn repoint(value: &mut Value, from: &str, to: &str) {
         }
         Value::Array(items) => items.iter_mut().for_each(|v| repoint(v, from, to)),
         _ => {}
+    }
+}
+
+/// Records what an HL7 v2 message wrote, in the transaction that writes it: one audit record
+/// per message, naming the listener as the agent and every patient and version touched.
+struct IngestAudit {
+    listener: String,
+    replay: bool,
+}
+
+impl crate::store::CommitHook for IngestAudit {
+    fn before_commit<'a>(
+        &'a self,
+        tx: &'a mut crate::store::TenantTx,
+        written: &'a [crate::store::WrittenVersion],
+    ) -> crate::store::HookFuture<'a> {
+        Box::pin(async move {
+            use crate::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
+            let mut rec =
+                AuditRecord::new("hl7v2-ingest", AuditAction::Create, AuditOutcome::Success);
+            rec.agent = Some(AuditAgent {
+                who: None,
+                client_id: None,
+                subject: format!("mllp:{}", self.listener),
+                issuer: "hearth".to_owned(),
+                on_behalf_of: None,
+            });
+            if self.replay {
+                rec.outcome_text = Some("replay of a stored message".to_owned());
+            }
+            for w in written {
+                rec.entities.push(format!(
+                    "{}/{}/_history/{}",
+                    w.resource_type, w.id, w.version_id
+                ));
+                for p in &w.patients {
+                    if !rec.patients.contains(p) {
+                        rec.patients.push(p.clone());
+                    }
+                }
+            }
+            crate::audit::record(tx, &rec).await
+        })
     }
 }

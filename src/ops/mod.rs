@@ -6,4 +6,4 @@ mod request_log;
 
 pub use health::{healthz, readyz};
 pub use metrics::{Metrics, metrics_endpoint};
-pub use request_log::request_log;
+pub use request_log::{RequestId, request_log};

@@ -76,11 +76,24 @@ pub fn is_native(code: &str) -> bool {
 /// Compute every index row for `resource` of `resource_type`. `local_base` is this tenant's
 /// FHIR base with a trailing slash: absolute references into it are indexed as local ones.
 pub fn extract(resource_type: &str, resource: &Value, local_base: &str) -> Vec<IndexEntry> {
+    extract_params(resource_type, resource, local_base, None)
+}
+
+/// [`extract`] limited to the parameters in `only` (all when `None`).
+pub fn extract_params(
+    resource_type: &str,
+    resource: &Value,
+    local_base: &str,
+    only: Option<&[String]>,
+) -> Vec<IndexEntry> {
     let registry = SearchRegistry::global();
     let context = [Node::Json(resource, Some(resource_type.to_owned()))];
     let mut rows = Vec::new();
     for param in registry.params(resource_type) {
-        if is_native(&param.code) || param.param_type == ParamType::Special {
+        if is_native(&param.code)
+            || param.param_type == ParamType::Special
+            || only.is_some_and(|only| !only.contains(&param.code))
+        {
             continue;
         }
         let nodes = evaluate(&param.expression, &context);

@@ -8,5 +8,5 @@ pub mod query;
 pub mod registry;
 pub mod values;
 
-pub use extract::{IndexEntry, IndexValue, extract};
+pub use extract::{IndexEntry, IndexValue, extract, extract_params};
 pub use registry::{ParamType, SearchParam, SearchRegistry};

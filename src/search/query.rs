@@ -132,10 +132,29 @@ pub enum CompositeSecond {
     String(String),
 }
 
+/// Whose care relationships define a patient set (access control, never a request
+/// parameter): the practitioner's current or recent encounters and care teams, the
+/// patients at their facilities (for the listed specialties), and their break-glass grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CareOf {
+    pub practitioner: String,
+    /// Encounter and care-team links that ended within this window still count.
+    pub window_secs: i64,
+    /// PractitionerRole specialties (`system|code`) that make a facility a relationship.
+    pub facility_specialties: Vec<String>,
+}
+
 /// One condition on a resource (or, inside a chain, on the referenced resource).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predicate {
     Id(String),
+    /// The resource is in the compartment of a patient in the care set: one of `params`
+    /// references such a patient, or (`patient_itself`) it is such a Patient.
+    InCareOf {
+        params: Vec<String>,
+        patient_itself: bool,
+        care: CareOf,
+    },
     LastUpdated(Prefix, DateRange),
     Missing {
         param: String,

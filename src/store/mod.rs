@@ -5,9 +5,12 @@
 //! Queries also name `tenant_id` explicitly, for the planner; RLS is the last line, not the
 //! only one.
 
+mod access;
 mod hl7;
+mod hook;
 mod index;
 mod oauth;
+mod relationships;
 mod resources;
 mod schema;
 mod search;
@@ -18,8 +21,15 @@ use sqlx::{Postgres, Transaction};
 
 use crate::tenant::TenantId;
 
+pub use access::set_tenant_access_policy;
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
+pub use hook::{CommitHook, HookFuture, WrittenVersion, with_commit_hook};
 pub use oauth::{ClientRow, TrustedIssuerRow};
+pub use relationships::{
+    CareKind, CareLink, CareRelationship, PatientSite, PatientSiteLink, PractitionerSite,
+    PractitionerSiteLink, RELATIONSHIP_SOURCES, RelationshipRows, SiteType, is_relationship_source,
+    replace_relationships,
+};
 pub use resources::{HistoryCursor, HistoryPage, Rendered, StoredVersion, VersionStamp};
 pub use schema::{SchemaStatus, migrate, schema_status};
 pub use search::SearchPage;
@@ -43,6 +53,9 @@ pub enum StoreError {
     InvalidPageToken,
     #[error("unknown tenant")]
     UnknownTenant,
+    /// A write the caller may not make (the access decision, applied inside the transaction).
+    #[error("not permitted: {0}")]
+    Forbidden(String),
     #[error("tenant already exists")]
     TenantExists,
     #[error("stored data is unreadable: {0}")]
@@ -114,6 +127,7 @@ impl Store {
         Ok(TenantTx {
             tx,
             tenant: tenant.clone(),
+            written: Vec::new(),
         })
     }
 
@@ -150,6 +164,8 @@ impl Store {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
+    /// Versions written so far, for the commit hook.
+    written: Vec<WrittenVersion>,
 }
 
 impl TenantTx {
@@ -157,8 +173,21 @@ impl TenantTx {
         &self.tenant
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Commit; when versions were written and a commit hook is installed, the hook runs
+    /// first, in this transaction.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if !self.written.is_empty()
+            && let Some(hook) = hook::current()
+        {
+            let written = std::mem::take(&mut self.written);
+            hook.before_commit(&mut self, &written).await?;
+        }
         Ok(self.tx.commit().await?)
+    }
+
+    /// Note a version this transaction wrote.
+    pub(crate) fn wrote(&mut self, version: WrittenVersion) {
+        self.written.push(version);
     }
 
     pub fn conn(&mut self) -> &mut sqlx::PgConnection {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 
 use super::index::{IndexColumns, WRITE_VERSION};
+use super::relationships::{RelationshipRows, is_relationship_source, replace_relationships};
 use super::{Store, StoreError, TenantTx};
 use crate::search::IndexEntry;
 use crate::tenant::TenantId;
@@ -35,10 +36,25 @@ impl StoredVersion {
     }
 }
 
-/// What a write stores: the JSON and its search index rows.
+/// What a write stores: the JSON, its search index rows and, for the types that state
+/// them (Encounter, CareTeam, PractitionerRole), its care relationship rows.
+#[derive(Default)]
 pub struct Rendered {
     pub content: String,
     pub index: Vec<IndexEntry>,
+    /// `None` for every other type; for a relationship source, `None` clears its rows.
+    pub relationships: Option<RelationshipRows>,
+}
+
+impl Rendered {
+    /// A version with no relationship rows (for writers that do not derive them).
+    pub fn new(content: String, index: Vec<IndexEntry>) -> Self {
+        Rendered {
+            content,
+            index,
+            relationships: None,
+        }
+    }
 }
 
 /// Where a history page starts: strictly older than this point, newest first.
@@ -63,7 +79,9 @@ fn now() -> DateTime<Utc> {
 const SELECT_VERSION_COLUMNS: &str =
     "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content";
 
-/// Write one version with its index rows (none for a delete) in one statement.
+/// Write one version with its index rows (none for a delete) in one statement; for a
+/// relationship source (Encounter, CareTeam, PractitionerRole) a second statement replaces
+/// its care relationship rows (`None`, as for a delete, clears them). Other types: one.
 async fn insert_version(
     tx: &mut TenantTx,
     resource_type: &str,
@@ -71,6 +89,7 @@ async fn insert_version(
     stamp: &VersionStamp,
     content: Option<&str>,
     index: &[IndexEntry],
+    relationships: Option<&RelationshipRows>,
 ) -> Result<(), StoreError> {
     let tenant = tx.tenant().as_str().to_owned();
     let c = IndexColumns::from_entries(index);
@@ -118,6 +137,33 @@ async fn insert_version(
         .bind(c.composite.8)
         .execute(tx.conn())
         .await?;
+    if is_relationship_source(resource_type) {
+        replace_relationships(tx, resource_type, id, relationships).await?;
+    }
+    // What the commit hook (audit, write guard) needs to know of this version.
+    let mut patients: Vec<String> = index
+        .iter()
+        .filter_map(|e| match &e.value {
+            crate::search::IndexValue::Reference(r)
+                if r.target_type.as_deref() == Some("Patient") =>
+            {
+                r.target_id.clone()
+            }
+            _ => None,
+        })
+        .collect();
+    if resource_type == "Patient" {
+        patients.push(id.to_owned());
+    }
+    patients.sort();
+    patients.dedup();
+    tx.wrote(super::WrittenVersion {
+        resource_type: resource_type.to_owned(),
+        id: id.to_owned(),
+        version_id: stamp.version_id,
+        deleted: content.is_none(),
+        patients,
+    });
     Ok(())
 }
 
@@ -167,9 +213,22 @@ impl Store {
             version_id: 1,
             last_updated: now(),
         };
-        let Rendered { content, index } = render(&stamp);
+        let Rendered {
+            content,
+            index,
+            relationships,
+        } = render(&stamp);
         let mut tx = self.begin(tenant).await?;
-        insert_version(&mut tx, resource_type, id, &stamp, Some(&content), &index).await?;
+        insert_version(
+            &mut tx,
+            resource_type,
+            id,
+            &stamp,
+            Some(&content),
+            &index,
+            relationships.as_ref(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(StoredVersion {
             resource_type: resource_type.to_owned(),
@@ -323,8 +382,21 @@ impl TenantTx {
             last_updated: now(),
         };
         let created = !matches!(current, Some((_, false)));
-        let Rendered { content, index } = render(&stamp);
-        insert_version(self, resource_type, id, &stamp, Some(&content), &index).await?;
+        let Rendered {
+            content,
+            index,
+            relationships,
+        } = render(&stamp);
+        insert_version(
+            self,
+            resource_type,
+            id,
+            &stamp,
+            Some(&content),
+            &index,
+            relationships.as_ref(),
+        )
+        .await?;
         let stored = StoredVersion {
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
@@ -400,7 +472,7 @@ impl TenantTx {
             version_id,
             last_updated: now(),
         };
-        insert_version(self, resource_type, id, &stamp, None, &[]).await?;
+        insert_version(self, resource_type, id, &stamp, None, &[], None).await?;
         Ok(Some(stamp))
     }
 

@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use super::resources::StoredVersion;
 use super::{Store, StoreError, TenantTx};
 use crate::search::query::{
-    AccessFilter, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix,
+    AccessFilter, CareOf, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix,
     SearchQuery, SortBy, SortKey, StringMode, SystemMatch, max_includes,
 };
 use crate::search::values::DateRange;
@@ -271,8 +271,58 @@ impl Sql {
         self.qb.push_bind(format!("{}%", escape_like(value)));
     }
 
+    /// `(SELECT patient_id ...)`: the patients in `care`'s relationships, now.
+    fn care_set(&mut self, care: &CareOf, owner: Owner) {
+        self.push(&format!(
+            "(SELECT cr.patient_id FROM care_relationships cr WHERE cr.tenant_id = {} AND cr.practitioner_id = ",
+            owner.tenant
+        ));
+        self.bind_text(&care.practitioner);
+        self.push(" AND (cr.ended_at IS NULL OR cr.ended_at > now() - make_interval(secs => ");
+        self.qb.push_bind(care.window_secs as f64);
+        self.push(&format!(
+            ")) UNION ALL SELECT ps.patient_id FROM patient_sites ps JOIN practitioner_sites pr ON pr.tenant_id = ps.tenant_id AND pr.site_type = ps.site_type AND pr.site_id = ps.site_id WHERE ps.tenant_id = {} AND ps.ended_at IS NULL AND pr.practitioner_id = ",
+            owner.tenant
+        ));
+        self.bind_text(&care.practitioner);
+        self.push(" AND (pr.ended_at IS NULL OR pr.ended_at > now()) AND pr.specialties && ");
+        self.qb.push_bind(care.facility_specialties.clone());
+        self.push(&format!(
+            "::text[] UNION ALL SELECT bg.patient_id FROM break_glass_grants bg WHERE bg.tenant_id = {} AND bg.practitioner_id = ",
+            owner.tenant
+        ));
+        self.bind_text(&care.practitioner);
+        self.push(" AND bg.expires_at > now())");
+    }
+
     fn predicate(&mut self, p: &Predicate, owner: Owner) {
         match p {
+            Predicate::InCareOf {
+                params,
+                patient_itself,
+                care,
+            } => {
+                self.push("(");
+                if *patient_itself {
+                    self.push(&format!(
+                        "({} = 'Patient' AND {} IN ",
+                        owner.resource_type, owner.id
+                    ));
+                    self.care_set(care, owner);
+                    self.push(") OR ");
+                }
+                let a = self.alias();
+                self.push(&format!(
+                    "EXISTS (SELECT 1 FROM search_reference {a} WHERE {a}.tenant_id = {} AND {a}.resource_type = {} AND {a}.resource_id = {} AND {a}.param = ANY(",
+                    owner.tenant, owner.resource_type, owner.id
+                ));
+                self.qb.push_bind(params.clone());
+                self.push(&format!(
+                    ") AND {a}.target_type = 'Patient' AND {a}.target_id IN "
+                ));
+                self.care_set(care, owner);
+                self.push("))");
+            }
             Predicate::Id(id) => {
                 self.push(&format!("{} = ", owner.id));
                 self.bind_text(id);
