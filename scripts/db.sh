@@ -123,7 +123,7 @@ init_cluster() {
     # Our settings live in hearth.conf (rewritten on every start), included last so they win.
     echo "include_if_exists = 'hearth.conf'" >>"$DATA.tmp/postgresql.conf"
     mv "$DATA.tmp" "$DATA"
-    rm -f "$PGDIR/provisioned"
+    rm -f "$PGDIR/provisioned-2"
 }
 
 write_conf() {
@@ -151,6 +151,8 @@ SELECT 'CREATE ROLE hearth_owner' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE r
 ALTER ROLE hearth_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE PASSWORD '$PG_OWNER_PASSWORD';
 SELECT 'CREATE ROLE hearth_app' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hearth_app') \gexec
 ALTER ROLE hearth_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD '$PG_APP_PASSWORD';
+-- Audit purges go through this role only (see migrations/*_audit.sql); nobody holds it by default.
+SELECT 'CREATE ROLE hearth_audit_maintainer NOLOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hearth_audit_maintainer') \gexec
 EOF
     local db
     for db in hearth hearth_test; do
@@ -167,7 +169,7 @@ ALTER SCHEMA public OWNER TO hearth_owner;
 GRANT USAGE ON SCHEMA public TO hearth_app;
 EOF
     done
-    touch "$PGDIR/provisioned"
+    touch "$PGDIR/provisioned-2"
 }
 
 cmd_start() {
@@ -190,7 +192,7 @@ cmd_start() {
         as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null ||
             die "PostgreSQL failed to start; see $LOG"
     fi
-    [[ -f $PGDIR/provisioned ]] || provision
+    [[ -f $PGDIR/provisioned-2 ]] || provision
 }
 
 cmd_stop() {

@@ -61,6 +61,13 @@ pub enum Command {
         /// Lifetime in seconds (default: auth.token_ttl_secs).
         #[arg(long)]
         ttl: Option<u64>,
+        /// The user the token speaks for (e.g. Practitioner/123): access then follows
+        /// that user's care relationships.
+        #[arg(long)]
+        fhir_user: Option<String>,
+        /// The patient in context, for patient/ scopes.
+        #[arg(long)]
+        patient: Option<String>,
     },
     /// Load FHIR JSON files (resources with ids, or Bundles of them) into a tenant.
     Load {
@@ -84,6 +91,8 @@ pub enum Command {
     DemoData(crate::synth::DemoDataArgs),
     /// Benchmark read-by-id, US Core searches and paging against a demo-data tenant.
     BenchSearch(crate::bench_search::BenchSearchArgs),
+    /// Benchmark the access decision + audit trail: read and search with vs without.
+    BenchAccess(crate::bench_access::BenchAccessArgs),
     /// Benchmark HL7 v2 over MLLP (ACKs/s, ACK latency) and time the ingest stages.
     BenchMllp(crate::bench_mllp::BenchMllpArgs),
     /// Time the write-path checks (R4 table, fhirbolt strict, US Core profiles) on one core.
@@ -383,6 +392,8 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             scope,
             subject,
             ttl,
+            fhir_user,
+            patient,
         } => {
             let tenant = TenantId::parse(&tenant)?;
             let store = app_store(&config).await?;
@@ -390,7 +401,14 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             let tokens = TokenService::new(store);
             let ttl = ttl.unwrap_or(config.auth.token_ttl_secs);
             let token = tokens
-                .mint(&tenant, &config.fhir_base(&tenant), &subject, &scope, ttl)
+                .mint_with(
+                    &tenant,
+                    &config.fhir_base(&tenant),
+                    &subject,
+                    &scope,
+                    ttl,
+                    crate::auth::TokenContext { fhir_user, patient },
+                )
                 .await?;
             writeln!(out, "{token}")?;
         }
@@ -483,6 +501,10 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::DemoData(args) => {
             drop(out);
             crate::synth::run(config, args).await?;
+        }
+        Command::BenchAccess(args) => {
+            drop(out);
+            crate::bench_access::run(config, args).await?;
         }
         Command::BenchSearch(args) => {
             drop(out);
@@ -630,7 +652,14 @@ async fn audit_command(
                 return Err(CliError::AuditBroken { tenant, link });
             }
             let owner = store::connect(owner_url(config)?, 2).await?;
-            let purged = audit::purge(&owner, &tenant, before).await?;
+            let purged = match audit::purge(&owner, &tenant, before).await {
+                Err(StoreError::Database(e)) if store::sqlstate(&e).as_deref() == Some("42501") => {
+                    return Err(CliError::Usage(
+                        "the audit log refused the purge: the role of HEARTH_MIGRATION_DATABASE_URL must be a member of hearth_audit_maintainer (a DBA: GRANT hearth_audit_maintainer TO <that role>)".into(),
+                    ));
+                }
+                other => other?,
+            };
             writeln!(
                 out,
                 "tenant {tenant}: {} audit events recorded before {} purged; chain anchored at position {}",

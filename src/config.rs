@@ -31,6 +31,10 @@ pub struct AuditConfig {
     /// HEARTH_AUDIT_SEAL_INTERVAL_MS: how often `hearth serve` seals new events into the
     /// hash chain; 0 turns the background sealer off (`hearth audit seal` still works).
     pub seal_interval_ms: u64,
+    /// Record the FHIR API's audit trail. Not settable from a file or the environment: only
+    /// `hearth bench-access` turns it off, in its own in-process server, to measure its cost.
+    #[serde(skip)]
+    pub trail: bool,
 }
 
 impl Default for AuditConfig {
@@ -39,6 +43,7 @@ impl Default for AuditConfig {
             // Six years: HIPAA's documentation retention (45 CFR 164.316(b)(2)).
             retention_days: 2190,
             seal_interval_ms: 1000,
+            trail: true,
         }
     }
 }

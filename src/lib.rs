@@ -4,6 +4,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod bench_access;
 pub mod bench_conformance;
 pub mod bench_mllp;
 pub mod bench_search;

@@ -26,7 +26,12 @@ fn base(ctx: &Ctx) -> String {
 
 async fn clinic(practitioners: &[&str]) -> Clinic {
     let ctx = ctx().await;
-    for p in practitioners {
+    clinic_in(ctx, practitioners, true).await
+}
+
+/// Practitioners (created when `create`) with user tokens from a provider the tenant trusts.
+async fn clinic_in(ctx: Ctx, practitioners: &[&str], create: bool) -> Clinic {
+    for p in practitioners.iter().filter(|_| create) {
         let r = ctx
             .put(
                 &format!("Practitioner/{p}"),
@@ -506,4 +511,73 @@ async fn payment_purpose_narrows_types_and_policy_can_hide_existence() {
     // cache is cleared by waiting only in this test.
     tokio::time::sleep(std::time::Duration::from_secs(31)).await;
     expect_outcome(c.get(&token, "Patient/p2").await, 404).await;
+}
+
+#[tokio::test]
+async fn an_adt_admit_grants_access_and_the_discharge_ends_it() {
+    use hearth::config::{FeedConfig, MllpListenerConfig};
+    let ctx = ctx().await;
+    let mut config = hearth::config::Config::default();
+    config.database.url = Some(common::env("DATABASE_URL"));
+    config.database.max_connections = 4;
+    config.server.public_base_url = ctx.origin.clone();
+    config.mllp.listeners.push(MllpListenerConfig {
+        name: "adt".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tenant: ctx.tenant.to_string(),
+        tls: None,
+        max_frame_bytes: 1024 * 1024,
+        idle_timeout_secs: 30,
+        feeds: vec![FeedConfig {
+            name: "synth".into(),
+            sending_application: Some("SYNTH_EHR".into()),
+            sending_facility: Some("SYNTH_HOSP".into()),
+            time_zone: Some("America/New_York".into()),
+            ..FeedConfig::default()
+        }],
+    });
+    let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
+    let service = hearth::hl7v2::service::start(&config, metrics)
+        .expect("start mllp")
+        .expect("a listener");
+    let port = service.addresses[0].1.port();
+    // The third-party MLLP client sends the admit; Dr Welby (NPI 1234) attends.
+    let acks = common::peer::send_with(port, &[], &["adt_a01.hl7"]);
+    common::peer::assert_ack(&acks[0], "adt_a01.hl7", "AA");
+    let found = common::search_resources(
+        &ctx,
+        "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1234",
+    )
+    .await;
+    let welby = found[0]["id"].as_str().expect("practitioner id").to_owned();
+    let patient = common::search_resources(&ctx, "Patient?identifier=MRN10002").await;
+    let patient = patient[0]["id"].as_str().expect("patient id").to_owned();
+    let outsider = ctx.create(&json!({"resourceType": "Patient"})).await;
+    let outsider = outsider["id"].as_str().expect("id").to_owned();
+
+    let c = clinic_in(ctx, &[welby.as_str()], false).await;
+    let token = c.token(&welby, "user/*.rs").await;
+    assert_eq!(
+        c.get(&token, &format!("Patient/{patient}")).await.status(),
+        200
+    );
+    let (conditions, _) = c
+        .ids(&token, "Condition?category=encounter-diagnosis")
+        .await;
+    assert_eq!(
+        conditions.len(),
+        2,
+        "the admitted patient's diagnoses, without a patient parameter"
+    );
+    expect_outcome(c.get(&token, &format!("Patient/{outsider}")).await, 403).await;
+
+    // The discharge (March 2024) ended the encounter long before the 72 h window.
+    let acks = common::peer::send_with(port, &[], &["adt_a03.hl7"]);
+    common::peer::assert_ack(&acks[0], "adt_a03.hl7", "AA");
+    expect_outcome(c.get(&token, &format!("Patient/{patient}")).await, 403).await;
+    let (conditions, _) = c
+        .ids(&token, "Condition?category=encounter-diagnosis")
+        .await;
+    assert!(conditions.is_empty());
+    service.stop();
 }

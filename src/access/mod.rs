@@ -12,7 +12,7 @@ pub mod policy;
 pub mod relationships;
 
 use crate::auth::{Interaction, Principal, ResourceScope, ScopeContext};
-use crate::search::query::{AccessFilter, CareOf, Clause, Predicate, SystemMatch, parse_criteria};
+use crate::search::query::{AccessFilter, CareOf, Clause, Predicate, parse_criteria};
 use compartment::Membership;
 pub use policy::{AccessPolicy, DenyAs};
 
@@ -243,21 +243,20 @@ fn short_codes(labels: &[String]) -> String {
         .join(",")
 }
 
-/// NOT (any hidden label in `meta.security`).
+/// NOT (any hidden label in `meta.security`), as one index probe.
 fn label_clause(hidden: &[String]) -> Clause {
-    let any_of = hidden
+    let pairs = hidden
         .iter()
         .map(|label| {
             let (system, code) = label.split_once('|').unwrap_or(("", label));
-            Predicate::Token {
-                param: "_security".to_owned(),
-                system: SystemMatch::Is(system.to_owned()),
-                code: Some(code.to_owned()),
-            }
+            (system.to_owned(), code.to_owned())
         })
         .collect();
     Clause {
-        any_of,
+        any_of: vec![Predicate::TokenIn {
+            param: "_security".to_owned(),
+            pairs,
+        }],
         negated: true,
     }
 }
@@ -413,5 +412,66 @@ impl OwnedSubject {
             purpose: self.purpose.clone(),
         };
         decide(&subject, resource_type, interaction, &self.local_base)
+    }
+}
+
+/// The patients a search is pinned to: one of its clauses requires a compartment-linking
+/// reference (`patient`, or a compartment parameter typed Patient; `_id` for Patient) to one
+/// of these ids, so every match is in one of their compartments.
+pub fn pinned_patients(resource_type: &str, clauses: &[Clause]) -> Option<Vec<String>> {
+    let params: &[String] = match compartment::membership_of(resource_type) {
+        Membership::Outside => return None,
+        Membership::PatientItself(p) | Membership::Through(p) => p,
+    };
+    clauses.iter().filter(|c| !c.negated).find_map(|clause| {
+        let ids: Option<Vec<String>> = clause
+            .any_of
+            .iter()
+            .map(|p| match p {
+                Predicate::Id(id) if resource_type == "Patient" => Some(id.clone()),
+                Predicate::Reference {
+                    param,
+                    types,
+                    id: Some(id),
+                    url: None,
+                } if (param == "patient" && (types.is_empty() || types == &["Patient"]))
+                    || (params.contains(param) && types == &["Patient"]) =>
+                {
+                    Some(id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        ids.filter(|ids| !ids.is_empty())
+    })
+}
+
+/// The care relationship a filter's grants require, if any (one practitioner per caller).
+pub fn care_of(filter: &AccessFilter) -> Option<&CareOf> {
+    filter
+        .grants
+        .iter()
+        .flatten()
+        .find_map(|c| match c.any_of.as_slice() {
+            [Predicate::InCareOf { care, .. }] => Some(care),
+            _ => None,
+        })
+}
+
+/// `filter` without its care-relationship clauses — valid when the search is pinned to
+/// patients all of whom are in the care set (checked by the caller).
+pub fn without_care(filter: &AccessFilter) -> AccessFilter {
+    AccessFilter {
+        grants: filter
+            .grants
+            .iter()
+            .map(|grant| {
+                grant
+                    .iter()
+                    .filter(|c| !matches!(c.any_of.as_slice(), [Predicate::InCareOf { .. }]))
+                    .cloned()
+                    .collect()
+            })
+            .collect(),
     }
 }

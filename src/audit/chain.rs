@@ -649,7 +649,8 @@ mod tests {
     #[test]
     fn every_column_changes_the_hash() {
         let base = link_hash(&GENESIS, &event());
-        let changes: Vec<Box<dyn Fn(&mut StoredEvent)>> = vec![
+        type Change = Box<dyn Fn(&mut StoredEvent)>;
+        let changes: Vec<Change> = vec![
             Box::new(|e| e.seq += 1),
             Box::new(|e| e.tenant_id.push('x')),
             Box::new(|e| e.id = Uuid::nil()),

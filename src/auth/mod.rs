@@ -11,7 +11,8 @@ mod tokens;
 
 pub use scopes::{Interaction, ResourceScope, ScopeContext, ScopeSet};
 pub use tokens::{
-    AccessClaims, TokenError, TokenService, claims_hearth_issuer, generate_signing_key,
+    AccessClaims, TokenContext, TokenError, TokenService, claims_hearth_issuer,
+    generate_signing_key,
 };
 
 use crate::tenant::TenantId;
@@ -52,8 +53,8 @@ impl Principal {
             token_id: claims.jti,
             issuer: TokenIssuer::Hearth,
             client_id: claims.client_id,
-            patient: None,
-            fhir_user: None,
+            patient: claims.patient,
+            fhir_user: claims.fhir_user,
         }
     }
 

@@ -31,6 +31,19 @@ pub struct AccessClaims {
     /// The OAuth client the token was issued to (Backend Services).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The user as a FHIR reference (tokens minted by an operator with `--fhir-user`).
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// Launch context: the patient `patient/` scopes are confined to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+}
+
+/// Who a minted token speaks for, beyond its subject.
+#[derive(Debug, Clone, Default)]
+pub struct TokenContext {
+    pub fhir_user: Option<String>,
+    pub patient: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +159,27 @@ impl TokenService {
         scope: &str,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
+        self.mint_with(
+            tenant,
+            fhir_base,
+            subject,
+            scope,
+            ttl_secs,
+            TokenContext::default(),
+        )
+        .await
+    }
+
+    /// [`TokenService::mint`] for a user and/or a patient in context.
+    pub async fn mint_with(
+        &self,
+        tenant: &TenantId,
+        fhir_base: &str,
+        subject: &str,
+        scope: &str,
+        ttl_secs: u64,
+        context: TokenContext,
+    ) -> Result<String, TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             iss: fhir_base.to_owned(),
@@ -157,6 +191,8 @@ impl TokenService {
             scope: scope.to_owned(),
             hearth_tenant: tenant.to_string(),
             client_id: None,
+            fhir_user: context.fhir_user,
+            patient: context.patient,
         };
         self.sign(tenant, &claims).await
     }
@@ -181,6 +217,8 @@ impl TokenService {
             scope: scope.to_owned(),
             hearth_tenant: tenant.to_string(),
             client_id: Some(client_id.to_owned()),
+            fhir_user: None,
+            patient: None,
         };
         let token = self.sign(tenant, &claims).await?;
         Ok((token, claims))

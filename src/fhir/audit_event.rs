@@ -1,8 +1,9 @@
 //! `GET /fhir/{tenant}/AuditEvent` (search, also `POST .../_search`) and
 //! `GET /fhir/{tenant}/AuditEvent/{id}` (read), served from the audit log (`crate::audit`);
-//! writes are 405. Reading the audit log needs an AuditEvent scope (`system/AuditEvent.rs`,
-//! `user/AuditEvent.rs`), and every access — refused or not — is itself audited, before the
-//! response leaves.
+//! writes are 405. Reading the audit log needs a scope that names AuditEvent
+//! (`system/AuditEvent.rs`; a wildcard such as `system/*.rs` given for clinical data does
+//! not include who-saw-what) and the access decision's approval; every access — refused or
+//! not — is itself audited, before the response leaves.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -86,6 +87,22 @@ async fn finish(
     }
 }
 
+/// 403 unless a scope names AuditEvent for `interaction` and the access decision allows it
+/// on every AuditEvent.
+fn require_audit_scope(auth: &Authenticated, interaction: Interaction) -> Result<(), FhirError> {
+    let named = auth
+        .principal
+        .scopes
+        .granting(AUDIT_EVENT, interaction)
+        .any(|s| s.resource_type.as_deref() == Some(AUDIT_EVENT));
+    if !named {
+        return Err(FhirError::forbidden(
+            "the audit log needs a scope naming AuditEvent (e.g. system/AuditEvent.rs); wildcard scopes do not include it",
+        ));
+    }
+    auth.require(AUDIT_EVENT, interaction)
+}
+
 /// `GET /AuditEvent?...`
 pub async fn search_get(
     req: HttpRequest,
@@ -160,7 +177,7 @@ async fn search_inner(
     state: &AppState,
     rec: &mut AuditRecord,
 ) -> Result<HttpResponse, FhirError> {
-    auth.require(AUDIT_EVENT, Interaction::Search)?;
+    require_audit_scope(auth, Interaction::Search)?;
     let tenant = auth.tenant();
     let base = state.fhir_base(tenant);
     let query = AuditQuery::parse(params, &format!("{base}/")).map_err(FhirError::bad_request)?;
@@ -244,7 +261,7 @@ async fn read_inner(
     auth: &Authenticated,
     state: &AppState,
 ) -> Result<HttpResponse, FhirError> {
-    auth.require(AUDIT_EVENT, Interaction::Read)?;
+    require_audit_scope(auth, Interaction::Read)?;
     let not_found = || FhirError::not_found(format!("no {AUDIT_EVENT} with this id"));
     let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
     let tenant = auth.tenant();

@@ -259,6 +259,9 @@ pub async fn audit_trail(
     let (Some(state), Some(tenant)) = (state, tenant) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
+    if !state.config.audit.trail {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let scope = Arc::new(AuditScope::default());
     req.extensions_mut().insert(scope.clone());
     let mut base = AuditRecord::new("read", AuditAction::Read, AuditOutcome::Success);

@@ -580,6 +580,17 @@ fn parse_entry(index: usize, raw: &Value, ctx: &Context) -> Result<Entry, FhirEr
 /// The scopes an entry needs. Conditional matching is a search, so it needs `s` too.
 fn check_scopes(entry: &Entry, ctx: &Context) -> Result<(), FhirError> {
     let t = entry.target.resource_type();
+    // The audit log is Hearth's own record, served at /AuditEvent, never written by clients.
+    if t == "AuditEvent" {
+        return Err(at_entry(
+            entry.index,
+            FhirError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                IssueType::NotSupported,
+                "AuditEvent is written by Hearth only; read it at /AuditEvent, not in a Bundle",
+            ),
+        ));
+    }
     let mut needed: Vec<(String, Interaction)> = Vec::new();
     let conditional = matches!(entry.target, Target::Search(..));
     match entry.method {
@@ -1079,13 +1090,23 @@ async fn execute(
 /// A GET or HEAD entry: read, vread or search, inside the transaction.
 async fn read(tx: &mut TenantTx, e: &Entry, ctx: &Context<'_>) -> Result<Outcome, FhirError> {
     let query = match &e.target {
-        Target::Instance(t, id) => return Ok(Outcome::Read(tx.read(t, id).await?)),
-        Target::Version(t, id, v) => return Ok(Outcome::Read(tx.read_version(t, id, *v).await?)),
+        Target::Instance(t, id) => {
+            let v = tx.read(t, id).await?;
+            ctx.auth.note_served([&v]);
+            return Ok(Outcome::Read(v));
+        }
+        Target::Version(t, id, v) => {
+            let v = tx.read_version(t, id, *v).await?;
+            ctx.auth.note_served([&v]);
+            return Ok(Outcome::Read(v));
+        }
         Target::Type(t) => parse_search(t, &[], ctx.strict, &ctx.local_base)
             .map_err(|err| FhirError::bad_request(err.to_string()))?,
         Target::Search(_, q) => (**q).clone(),
     };
     let page = tx.search(&query).await?;
+    ctx.auth
+        .note_served(page.matches.iter().chain(&page.includes));
     Ok(Outcome::Searched(searchset(ctx, &query, &page)?))
 }
 
@@ -1371,6 +1392,12 @@ pub async fn transaction_or_batch(
         )
         .at("Bundle.entry"));
     }
+    auth.note(|n| {
+        n.event = Some(match mode {
+            Mode::Transaction => "transaction",
+            Mode::Batch => "batch",
+        })
+    });
     let base = state.fhir_base(&auth.principal.tenant);
     let ctx = Context {
         auth: &auth,

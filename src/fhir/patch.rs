@@ -399,6 +399,7 @@ pub async fn patch(
     }
     auth.check_existing_visible(&state.store, &visibility, &resource_type, &id)
         .await?;
+    auth.note(|n| n.event = Some("patch"));
     // The patch format is chosen by Content-Type; a PATCH without one is ambiguous.
     let json_patch = match essence(&req).as_deref() {
         Some("application/json-patch+json") => true,

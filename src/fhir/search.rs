@@ -87,6 +87,18 @@ async fn search(
     let mut query = parse(&resource_type, &params, strict_handling(&req), &local_base)
         .map_err(|e| FhirError::bad_request(e.to_string()))?;
     if let Visibility::Filtered(filter) = visibility {
+        // A search pinned to patients all in the caller's care set needs no per-row care
+        // check: one lookup replaces it (labels and criteria stay in the SQL).
+        let mut filter = filter;
+        if let (Some(care), Some(pinned)) = (
+            access::care_of(&filter),
+            access::pinned_patients(&resource_type, &query.clauses),
+        ) {
+            let permitted = state.store.patients_in_care(tenant, care, &pinned).await?;
+            if pinned.iter().all(|p| permitted.contains(p)) {
+                filter = access::without_care(&filter);
+            }
+        }
         query.access = Some(filter);
     }
     // Included resources must be readable under the token's scopes too.
@@ -113,6 +125,8 @@ async fn search(
     auth.retain_readable(&state.store, &mut page.includes)
         .await?;
     let self_query = serde_urlencoded::to_string(&query.used).unwrap_or_default();
+    auth.note_served(page.matches.iter().chain(&page.includes));
+    auth.note(|n| n.query = Some(format!("{resource_type}?{self_query}")));
     let link = |relation: &str, extra: Option<&str>| {
         let mut url = format!("{base}/{resource_type}?{self_query}");
         if let Some(token) = extra {

@@ -155,6 +155,11 @@ pub enum Predicate {
         patient_itself: bool,
         care: CareOf,
     },
+    /// Any of these exact (system, code) pairs (access control: security labels).
+    TokenIn {
+        param: String,
+        pairs: Vec<(String, String)>,
+    },
     LastUpdated(Prefix, DateRange),
     Missing {
         param: String,

@@ -297,6 +297,17 @@ impl Sql {
 
     fn predicate(&mut self, p: &Predicate, owner: Owner) {
         match p {
+            Predicate::TokenIn { param, pairs } => {
+                let a = self.open_exists(IndexTable::Token, owner, param);
+                let (systems, codes): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
+                self.push(&format!(
+                    " AND ({a}.system, {a}.code) IN (SELECT * FROM unnest("
+                ));
+                self.qb.push_bind(systems);
+                self.push("::text[], ");
+                self.qb.push_bind(codes);
+                self.push("::text[])))");
+            }
             Predicate::InCareOf {
                 params,
                 patient_itself,
@@ -660,6 +671,37 @@ impl Store {
         Ok(page)
     }
 
+    /// Which of `patients` are in `care`'s care set now.
+    pub async fn patients_in_care(
+        &self,
+        tenant: &TenantId,
+        care: &CareOf,
+        patients: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let mut sql = Sql {
+            qb: QueryBuilder::new("SELECT p FROM unnest("),
+            aliases: 0,
+        };
+        sql.qb.push_bind(patients.to_vec());
+        sql.push("::text[]) AS p WHERE p IN ");
+        let owner = Owner {
+            tenant: "current_setting('hearth.tenant', true)",
+            resource_type: "'Patient'",
+            id: "p",
+            last_updated: None,
+        };
+        sql.care_set(care, owner);
+        let rows: Vec<(String,)> = sql
+            .qb
+            .build_query_as()
+            .persistent(true)
+            .fetch_all(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
     /// [`TenantTx::visible_ids`] in its own transaction.
     pub async fn visible_ids(
         &self,
@@ -872,10 +914,13 @@ impl TenantTx {
         sql.qb.push_bind(ids.to_vec());
         sql.push(")");
         sql.access(access);
+        // Prepared and kept per connection: the shape depends only on the caller's kind of
+        // grant, and the plan is driven by the primary key, so a generic plan is right —
+        // planning the access filter each time would cost more than running it.
         let rows: Vec<(String,)> = sql
             .qb
             .build_query_as()
-            .persistent(false)
+            .persistent(true)
             .fetch_all(self.conn())
             .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
