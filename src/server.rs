@@ -51,6 +51,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
         tokens: TokenService::new(store.clone()).with_clock_skew(config.auth.clock_skew_secs),
         key_documents: crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls),
         identity_providers: crate::auth::idp::IdentityProviders::new(store.clone()),
+        audit_writer: crate::audit::batch::AuditWriter::start(store.clone()),
         store,
         metrics: std::sync::Arc::new(Metrics::new()?),
         started_at: chrono::Utc::now(),

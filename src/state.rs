@@ -21,6 +21,8 @@ pub struct AppState {
     /// Client JWKS URLs and identity providers' discovery documents and keys, cached.
     pub key_documents: crate::auth::fetch::DocumentFetcher,
     pub identity_providers: crate::auth::idp::IdentityProviders,
+    /// Group-commit writer of the audit rows of reads.
+    pub audit_writer: crate::audit::batch::AuditWriter,
     pub metrics: std::sync::Arc<Metrics>,
     pub started_at: DateTime<Utc>,
     /// Tenant settings, re-read at most every [`SETTINGS_TTL`].

@@ -15,6 +15,7 @@
 //! `20261125000007_audit.sql`), except through the maintenance path that retention purges
 //! ([`purge`]) take.
 
+pub mod batch;
 mod chain;
 pub mod fhir;
 mod query;

@@ -312,12 +312,10 @@ pub async fn audit_trail(
     } else {
         note.entities
     };
-    match audit::record_now(&state.store, &tenant, &rec).await {
+    match state.audit_writer.write(&tenant, rec).await {
         Ok(()) => Ok(response.map_into_boxed_body()),
         // No such tenant: nothing to record against (and nothing was served).
-        Err(StoreError::Database(e)) if crate::store::sqlstate(&e).as_deref() == Some("23503") => {
-            Ok(response.map_into_boxed_body())
-        }
+        Err(e) if e.sqlstate.as_deref() == Some("23503") => Ok(response.map_into_boxed_body()),
         Err(e) => {
             tracing::error!(error = %e, "audit write failed; the response is withheld");
             let (request, _) = response.into_parts();

@@ -146,12 +146,8 @@ impl Authenticated {
             .await?;
         if visible.contains(id) {
             Ok(())
-        } else if self.policy.deny_as == DenyAs::NotFound {
-            Err(FhirError::not_found("resource not found"))
         } else {
-            Err(FhirError::forbidden(format!(
-                "{resource_type}/{id} is outside what this caller may see (patient compartment, care relationships, security labels or granular criteria)"
-            )))
+            Err(self.outside(resource_type, id))
         }
     }
 
@@ -174,6 +170,18 @@ impl Authenticated {
             }
             Err(crate::store::StoreError::NotFound | crate::store::StoreError::Gone(_)) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The refusal of one resource outside the decision: 403, or 404 where the tenant's
+    /// policy hides existence.
+    pub fn outside(&self, resource_type: &str, id: &str) -> FhirError {
+        if self.policy.deny_as == DenyAs::NotFound {
+            FhirError::not_found("resource not found")
+        } else {
+            FhirError::forbidden(format!(
+                "{resource_type}/{id} is outside what this caller may see (patient compartment, care relationships, security labels or granular criteria)"
+            ))
         }
     }
 

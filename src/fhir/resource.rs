@@ -202,12 +202,18 @@ pub async fn read(
     let (_, resource_type, id) = path.into_inner();
     let visibility = preflight_visible(&req, &auth, &resource_type, Interaction::Read)?;
     valid_id(&id)?;
-    let stored = state
+    // The resource and the decision on it in one statement.
+    let filter = match &visibility {
+        Visibility::All => None,
+        Visibility::Filtered(f) => Some(f),
+    };
+    let (stored, visible) = state
         .store
-        .read(tenant_of(&auth), &resource_type, &id)
+        .read_visible(tenant_of(&auth), &resource_type, &id, filter)
         .await?;
-    auth.check_visible(&state.store, &visibility, &resource_type, &id)
-        .await?;
+    if !visible {
+        return Err(auth.outside(&resource_type, &id));
+    }
     auth.note_served([&stored]);
     if conditional::not_modified(&req, &stored) {
         return Ok(conditional::not_modified_response(&stored));
