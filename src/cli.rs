@@ -134,6 +134,14 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// The alert report: high-severity events (break-glass, refusals), newest first.
+    Alerts {
+        #[arg(long)]
+        tenant: String,
+        /// How far back (default 24 hours).
+        #[arg(long, default_value_t = 24)]
+        since_hours: u32,
+    },
     /// Remove sealed audit events older than the retention period (owner role, which must
     /// be a member of hearth_audit_maintainer); the chain is re-anchored at the cut.
     Purge {
@@ -603,6 +611,25 @@ async fn audit_command(
             require_tenant(&store, &tenant).await?;
             let sealed = audit::seal(&store, &tenant).await?;
             writeln!(out, "tenant {tenant}: {sealed} audit events sealed")?;
+        }
+        AuditCommand::Alerts {
+            tenant,
+            since_hours,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            let since = chrono::Utc::now() - chrono::Duration::hours(i64::from(since_hours));
+            let mut query = audit::AuditQuery {
+                high_severity_only: true,
+                count: 1000,
+                ..Default::default()
+            };
+            query.dates.push(vec![audit::DateClause::after(since)]);
+            let page = audit::search(&store, &tenant, &query).await?;
+            for e in page.events {
+                writeln!(out, "{}", audit::alert_line(&e))?;
+            }
         }
         AuditCommand::Verify { tenant } => {
             let tenant = TenantId::parse(&tenant)?;

@@ -401,6 +401,20 @@ async fn break_glass_is_explicit_time_limited_and_needs_the_grant() {
     assert_eq!(c.get(&glass, "Patient/stranger").await.status(), 200);
     // The grant is the practitioner's, whatever token they use next.
     assert_eq!(c.get(&plain, "Patient/stranger").await.status(), 200);
+    // The alert report lists the break-glass and the refused attempts.
+    let report = hearth(&["audit", "alerts", "--tenant", c.ctx.tenant.as_str()], &[]);
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("break-glass")
+            && l.contains("stranger")
+            && l.contains("Practitioner/dr-er")
+            && l.contains("outcome 0")),
+        "{report}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("access-denied")),
+        "{report}"
+    );
 }
 
 #[tokio::test]

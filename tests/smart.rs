@@ -658,7 +658,11 @@ async fn every_bad_assertion_gets_its_exact_error() {
         .expect("post");
     assert_eq!(in_url.status(), 400);
 
-    // Every refusal is counted by reason.
+    // Every refusal is audited (as an auth failure of the token endpoint) ...
+    let report = hearth(&["audit", "alerts", "--tenant", ctx.tenant.as_str()], &[]);
+    assert!(report.contains("auth-failure"), "{report}");
+    assert!(report.contains("used before"), "the replayed jti: {report}");
+    // ... and counted by reason.
     let metrics = ctx
         .client
         .get(format!("{}/metrics", ctx.origin))

@@ -26,17 +26,29 @@ struct Job {
     done: oneshot::Sender<Result<(), AuditWriteError>>,
 }
 
+/// Writer tasks: a batch can be filling while others wait for their WAL flush.
+const WRITERS: usize = 4;
+
 #[derive(Clone)]
 pub struct AuditWriter {
-    jobs: mpsc::Sender<Job>,
+    writers: std::sync::Arc<Vec<mpsc::Sender<Job>>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AuditWriter {
-    /// Start the writer task on the current runtime.
+    /// Start the writer tasks on the current runtime.
     pub fn start(store: Store) -> AuditWriter {
-        let (jobs, rx) = mpsc::channel(4096);
-        tokio::spawn(run(store, rx));
-        AuditWriter { jobs }
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let (jobs, rx) = mpsc::channel(1024);
+                tokio::spawn(run(store.clone(), rx));
+                jobs
+            })
+            .collect();
+        AuditWriter {
+            writers: std::sync::Arc::new(writers),
+            next: Default::default(),
+        }
     }
 
     /// Write `record` and wait until it is committed.
@@ -52,7 +64,8 @@ impl AuditWriter {
             done,
         };
         let lost = || AuditWriteError { sqlstate: None };
-        self.jobs.send(job).await.map_err(|_| lost())?;
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.writers.len();
+        self.writers[n].send(job).await.map_err(|_| lost())?;
         wait.await.map_err(|_| lost())?
     }
 }

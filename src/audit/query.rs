@@ -41,6 +41,17 @@ pub struct DateClause {
     pub hi: Option<DateTime<Utc>>,
 }
 
+impl DateClause {
+    /// Recorded at or after `t`.
+    pub fn after(t: DateTime<Utc>) -> DateClause {
+        DateClause {
+            prefix: DatePrefix::Ge,
+            lo: Some(t),
+            hi: Some(t),
+        }
+    }
+}
+
 /// A parsed search. Each outer `Vec` is one occurrence of the parameter (all must match),
 /// each inner `Vec` its comma-separated alternatives (any may match).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +69,8 @@ pub struct AuditQuery {
     pub count: usize,
     /// Keyset: only events with a smaller seq (the next page).
     pub before_seq: Option<i64>,
+    /// Only high-severity events (break-glass, refusals): the alert report.
+    pub high_severity_only: bool,
     /// The parameters used, in order, without `_page` (for self/next links).
     pub used: Vec<(String, String)>,
 }
@@ -286,6 +299,9 @@ pub async fn search(
     b.push_bind(tenant.as_str());
     for ids in &q.ids {
         b.push(" AND e.id = ANY(").push_bind(ids.clone()).push(")");
+    }
+    if q.high_severity_only {
+        b.push(" AND e.high_severity");
     }
     for patients in &q.patients {
         b.push(" AND e.patients && ")

@@ -125,7 +125,20 @@ async fn search(
     auth.retain_readable(&state.store, &mut page.includes)
         .await?;
     let self_query = serde_urlencoded::to_string(&query.used).unwrap_or_default();
-    auth.note_served(page.matches.iter().chain(&page.includes));
+    // The patients of the results: those the search is pinned to, when it is (every match
+    // is in their compartments; reading each entry again would cost more than the search),
+    // else read from each entry.
+    match access::pinned_patients(&resource_type, &query.clauses) {
+        Some(pinned) if page.includes.is_empty() => auth.note(|n| {
+            n.patients = pinned;
+            n.entities = page
+                .matches
+                .iter()
+                .map(|v| format!("{}/{}/_history/{}", v.resource_type, v.id, v.version_id))
+                .collect();
+        }),
+        _ => auth.note_served(page.matches.iter().chain(&page.includes)),
+    }
     auth.note(|n| n.query = Some(format!("{resource_type}?{self_query}")));
     let link = |relation: &str, extra: Option<&str>| {
         let mut url = format!("{base}/{resource_type}?{self_query}");

@@ -86,8 +86,61 @@ fn client_failure_reason(e: &ClientAuthError) -> &'static str {
     }
 }
 
-/// Authenticate the calling client by its `private_key_jwt` assertion.
+/// Authenticate the calling client by its `private_key_jwt` assertion. A refusal is
+/// counted and audited (an `auth-failure` event naming the endpoint and the check).
 async fn client(
+    state: &AppState,
+    tenant: &TenantId,
+    endpoint: &'static str,
+    audiences: &[&str],
+    form: &[(String, String)],
+) -> Result<ClientRow, OAuthError> {
+    let result = authenticate_client(state, tenant, endpoint, audiences, form).await;
+    if let Err(e) = &result
+        && e.code == "invalid_client"
+    {
+        use crate::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
+        let mut rec = AuditRecord::new(
+            "auth-failure",
+            AuditAction::Execute,
+            AuditOutcome::MinorFailure,
+        );
+        // The client the assertion claims to be (unverified: that is what failed).
+        #[derive(serde::Deserialize)]
+        struct Claimed {
+            iss: Option<String>,
+        }
+        let claimed = param(form, "client_assertion")
+            .and_then(|a| crate::auth::jwt::payload::<Claimed>(a).ok())
+            .and_then(|c| c.iss)
+            .map(|iss| iss.chars().take(128).collect::<String>());
+        rec.outcome_text = Some(match &claimed {
+            Some(iss) => format!(
+                "{endpoint}: {} (the assertion claims client {iss})",
+                e.description
+            ),
+            None => format!("{endpoint}: {}", e.description),
+        });
+        // A failed client assertion is a forged, replayed or misconfigured credential.
+        rec.high_severity = true;
+        rec.agent = param(form, "client_id").map(|c| AuditAgent {
+            client_id: Some(c.to_owned()),
+            subject: c.to_owned(),
+            issuer: "hearth".to_owned(),
+            ..AuditAgent::default()
+        });
+        // An unknown tenant has no log to write to; anything else must be recorded.
+        if let Err(err) = state.audit_writer.write(tenant, rec).await
+            && err.sqlstate.as_deref() != Some("23503")
+        {
+            tracing::error!(error = %err, "auditing a refused client failed");
+            return Err(OAuthError::server_error());
+        }
+    }
+    result
+}
+
+async fn authenticate_client(
     state: &AppState,
     tenant: &TenantId,
     endpoint: &'static str,
