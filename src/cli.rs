@@ -207,6 +207,9 @@ pub enum ClientCommand {
         /// The most the client may ask for, e.g. "system/*.rs system/Observation.c".
         #[arg(long)]
         scopes: String,
+        /// Confine the client to the patients who are members of this Group (its id).
+        #[arg(long)]
+        patient_group: Option<String>,
     },
     /// List a tenant's clients.
     List {
@@ -713,6 +716,7 @@ async fn client_command(
             jwks_url,
             jwks_file,
             scopes,
+            patient_group,
         } => {
             let tenant = TenantId::parse(&tenant)?;
             let scopes = check_client_scopes(&scopes)?;
@@ -745,6 +749,7 @@ async fn client_command(
                         jwks_url,
                         scopes: scopes.clone(),
                         disabled: false,
+                        patient_group: patient_group.clone(),
                     },
                 )
                 .await?;

@@ -1166,3 +1166,55 @@ async fn r_www_authenticate_mentions_invalid_token(ctx: &Ctx, token: &str, path:
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer") && v.contains("invalid_token"))
 }
+
+#[tokio::test]
+async fn a_client_registered_for_a_group_sees_its_members_only() {
+    let ctx = ctx().await;
+    let a = ctx.create(&json!({"resourceType": "Patient"})).await;
+    let b = ctx.create(&json!({"resourceType": "Patient"})).await;
+    let (a, b) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    let (a_lab, _) = seed_observations(&ctx, a).await;
+    let (b_lab, _) = seed_observations(&ctx, b).await;
+    let group = ctx
+        .create(
+            &json!({"resourceType": "Group", "type": "person", "actual": true,
+                        "member": [{"entity": {"reference": format!("Patient/{a}")}}]}),
+        )
+        .await;
+    let key = ClientKey::generate("ES384");
+    let out = hearth(
+        &[
+            "client",
+            "register",
+            "--tenant",
+            ctx.tenant.as_str(),
+            "--client-id",
+            "panel",
+            "--jwks-file",
+            &key.jwks_file().to_string_lossy(),
+            "--scopes",
+            "system/*.rs",
+            "--patient-group",
+            group["id"].as_str().expect("id"),
+        ],
+        &[],
+    );
+    assert!(out.contains("registered"), "{out}");
+    let token = backend_access_token(&ctx, "panel", &key, "system/*.rs").await;
+    assert_eq!(
+        get_as(&ctx, &token, &format!("Patient/{a}")).await.status(),
+        200
+    );
+    assert_eq!(
+        get_as(&ctx, &token, &format!("Observation/{a_lab}"))
+            .await
+            .status(),
+        200
+    );
+    refused(&ctx, &token, &format!("Patient/{b}"), 403).await;
+    refused(&ctx, &token, &format!("Observation/{b_lab}"), 403).await;
+    let found = bundle_ids(get_as(&ctx, &token, &format!("Observation?patient={b}")).await).await;
+    assert!(found.is_empty(), "{found:?}");
+    let patients = bundle_ids(get_as(&ctx, &token, "Patient").await).await;
+    assert_eq!(patients, vec![format!("Patient/{a}")]);
+}

@@ -216,6 +216,14 @@ fn grant(
             "; care relationships of Practitioner/{practitioner}"
         ));
     }
+    // A Backend Services client registered for a Group sees its members' records only.
+    if scope.context == ScopeContext::System
+        && let Some(group) = &principal.patient_group
+        && let Some(clause) = group_clause(resource_type, group)?
+    {
+        clauses.push(clause);
+        why.push_str(&format!("; members of Group/{group}"));
+    }
     // Labelled data needs an explicit grant, except in a patient's own record.
     let own_record = subject.practitioner().is_none() && confine_to.is_some();
     if disclosure && !own_record {
@@ -243,6 +251,44 @@ fn short_codes(labels: &[String]) -> String {
         .join(",")
 }
 
+/// The compartment parameters of a type that Hearth indexes, and whether the type is
+/// Patient itself; `None` for types outside the compartment; an error when none is indexed
+/// (membership cannot be checked, so nothing of the type is granted).
+fn indexed_compartment(resource_type: &str) -> Result<Option<(Vec<String>, bool)>, String> {
+    let registry = crate::search::SearchRegistry::global();
+    let (params, patient_itself) = match compartment::membership_of(resource_type) {
+        Membership::Outside => return Ok(None),
+        Membership::PatientItself(params) => (params, true),
+        Membership::Through(params) => (params, false),
+    };
+    let params: Vec<String> = params
+        .iter()
+        .filter(|p| registry.param(resource_type, p).is_some())
+        .cloned()
+        .collect();
+    if params.is_empty() && !patient_itself {
+        return Err(format!(
+            "{resource_type} cannot be confined to a patient compartment on this server"
+        ));
+    }
+    Ok(Some((params, patient_itself)))
+}
+
+/// The resource belongs to a member of `group` (`None`: the type holds no patient data).
+fn group_clause(resource_type: &str, group: &str) -> Result<Option<Clause>, String> {
+    let Some((params, patient_itself)) = indexed_compartment(resource_type)? else {
+        return Ok(None);
+    };
+    Ok(Some(Clause {
+        any_of: vec![Predicate::InGroup {
+            params,
+            patient_itself,
+            group: group.to_owned(),
+        }],
+        negated: false,
+    }))
+}
+
 /// NOT (any hidden label in `meta.security`), as one index probe.
 fn label_clause(hidden: &[String]) -> Clause {
     let pairs = hidden
@@ -268,22 +314,9 @@ fn care_clause(
     resource_type: &str,
     practitioner: &str,
 ) -> Result<Option<Clause>, String> {
-    let registry = crate::search::SearchRegistry::global();
-    let (params, patient_itself) = match compartment::membership_of(resource_type) {
-        Membership::Outside => return Ok(None),
-        Membership::PatientItself(params) => (params, true),
-        Membership::Through(params) => (params, false),
+    let Some((params, patient_itself)) = indexed_compartment(resource_type)? else {
+        return Ok(None);
     };
-    let params: Vec<String> = params
-        .iter()
-        .filter(|p| registry.param(resource_type, p).is_some())
-        .cloned()
-        .collect();
-    if params.is_empty() && !patient_itself {
-        return Err(format!(
-            "{resource_type} cannot be confined to a patient compartment on this server"
-        ));
-    }
     Ok(Some(Clause {
         any_of: vec![Predicate::InCareOf {
             params,

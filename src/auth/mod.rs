@@ -42,6 +42,8 @@ pub struct Principal {
     pub patient: Option<String>,
     /// The user as a FHIR reference (`Practitioner/123`), from the `fhirUser` claim.
     pub fhir_user: Option<String>,
+    /// A Backend Services client confined to the members of this Group.
+    pub patient_group: Option<String>,
 }
 
 impl Principal {
@@ -55,6 +57,7 @@ impl Principal {
             client_id: claims.client_id,
             patient: claims.patient,
             fhir_user: claims.fhir_user,
+            patient_group: claims.hearth_patient_group,
         }
     }
 
@@ -75,6 +78,7 @@ impl Principal {
             client_id: token.claims.client_id,
             patient,
             fhir_user: token.fhir_user,
+            patient_group: None,
         }
     }
 }

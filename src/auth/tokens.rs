@@ -37,6 +37,9 @@ pub struct AccessClaims {
     /// Launch context: the patient `patient/` scopes are confined to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    /// The Group whose members confine a Backend Services client (from its registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hearth_patient_group: Option<String>,
 }
 
 /// Who a minted token speaks for, beyond its subject.
@@ -193,11 +196,13 @@ impl TokenService {
             client_id: None,
             fhir_user: context.fhir_user,
             patient: context.patient,
+            hearth_patient_group: None,
         };
         self.sign(tenant, &claims).await
     }
 
-    /// Mint a Backend Services access token for a client.
+    /// Mint a Backend Services access token for a client (confined to `patient_group`'s
+    /// members when the registration says so).
     pub async fn mint_for_client(
         &self,
         tenant: &TenantId,
@@ -205,6 +210,7 @@ impl TokenService {
         client_id: &str,
         scope: &str,
         ttl_secs: u64,
+        patient_group: Option<&str>,
     ) -> Result<(String, AccessClaims), TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
@@ -219,6 +225,7 @@ impl TokenService {
             client_id: Some(client_id.to_owned()),
             fhir_user: None,
             patient: None,
+            hearth_patient_group: patient_group.map(str::to_owned),
         };
         let token = self.sign(tenant, &claims).await?;
         Ok((token, claims))

@@ -274,7 +274,14 @@ pub async fn token(
     let ttl = state.config.auth.backend_token_ttl_secs;
     let (access_token, _) = state
         .tokens
-        .mint_for_client(&tenant, &base, &client.client_id, &scope, ttl)
+        .mint_for_client(
+            &tenant,
+            &base,
+            &client.client_id,
+            &scope,
+            ttl,
+            client.patient_group.as_deref(),
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "minting a token failed");

@@ -155,6 +155,13 @@ pub enum Predicate {
         patient_itself: bool,
         care: CareOf,
     },
+    /// The resource is in the compartment of a member patient of `group` (access control:
+    /// a Backend Services client confined to a panel).
+    InGroup {
+        params: Vec<String>,
+        patient_itself: bool,
+        group: String,
+    },
     /// Any of these exact (system, code) pairs (access control: security labels).
     TokenIn {
         param: String,

@@ -18,6 +18,8 @@ pub struct ClientRow {
     /// The most the client may be granted, space-separated.
     pub scopes: String,
     pub disabled: bool,
+    /// The Group whose member patients confine the client (`None`: every patient).
+    pub patient_group: Option<String>,
 }
 
 /// An identity provider a tenant trusts for user-facing apps.
@@ -36,11 +38,12 @@ impl Store {
     pub async fn upsert_client(&self, tenant: &TenantId, c: &ClientRow) -> Result<(), StoreError> {
         let mut tx = self.begin(tenant).await?;
         sqlx::query(
-            "INSERT INTO oauth_clients (tenant_id, client_id, name, jwks, jwks_url, scopes, disabled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO oauth_clients (tenant_id, client_id, name, jwks, jwks_url, scopes, disabled, patient_group)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (tenant_id, client_id) DO UPDATE SET name = EXCLUDED.name,
                  jwks = EXCLUDED.jwks, jwks_url = EXCLUDED.jwks_url, scopes = EXCLUDED.scopes,
-                 disabled = EXCLUDED.disabled, updated_at = now()",
+                 disabled = EXCLUDED.disabled, patient_group = EXCLUDED.patient_group,
+                 updated_at = now()",
         )
         .bind(tenant.as_str())
         .bind(&c.client_id)
@@ -49,6 +52,7 @@ impl Store {
         .bind(&c.jwks_url)
         .bind(&c.scopes)
         .bind(c.disabled)
+        .bind(&c.patient_group)
         .execute(tx.conn())
         .await?;
         tx.commit().await
@@ -61,7 +65,7 @@ impl Store {
     ) -> Result<Option<ClientRow>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let row = sqlx::query_as(
-            "SELECT client_id, name, jwks, jwks_url, scopes, disabled FROM oauth_clients
+            "SELECT client_id, name, jwks, jwks_url, scopes, disabled, patient_group FROM oauth_clients
              WHERE tenant_id = $1 AND client_id = $2",
         )
         .bind(tenant.as_str())
@@ -75,7 +79,7 @@ impl Store {
     pub async fn clients(&self, tenant: &TenantId) -> Result<Vec<ClientRow>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let rows = sqlx::query_as(
-            "SELECT client_id, name, jwks, jwks_url, scopes, disabled FROM oauth_clients
+            "SELECT client_id, name, jwks, jwks_url, scopes, disabled, patient_group FROM oauth_clients
              WHERE tenant_id = $1 ORDER BY client_id",
         )
         .bind(tenant.as_str())

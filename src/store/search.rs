@@ -297,6 +297,40 @@ impl Sql {
 
     fn predicate(&mut self, p: &Predicate, owner: Owner) {
         match p {
+            Predicate::InGroup {
+                params,
+                patient_itself,
+                group,
+            } => {
+                let members = |sql: &mut Sql| {
+                    sql.push(&format!(
+                        "(SELECT g.target_id FROM search_reference g WHERE g.tenant_id = {} AND g.resource_type = 'Group' AND g.resource_id = ",
+                        owner.tenant
+                    ));
+                    sql.bind_text(group);
+                    sql.push(" AND g.param = 'member' AND g.target_type = 'Patient')");
+                };
+                self.push("(");
+                if *patient_itself {
+                    self.push(&format!(
+                        "({} = 'Patient' AND {} IN ",
+                        owner.resource_type, owner.id
+                    ));
+                    members(self);
+                    self.push(") OR ");
+                }
+                let a = self.alias();
+                self.push(&format!(
+                    "EXISTS (SELECT 1 FROM search_reference {a} WHERE {a}.tenant_id = {} AND {a}.resource_type = {} AND {a}.resource_id = {} AND {a}.param = ANY(",
+                    owner.tenant, owner.resource_type, owner.id
+                ));
+                self.qb.push_bind(params.clone());
+                self.push(&format!(
+                    ") AND {a}.target_type = 'Patient' AND {a}.target_id IN "
+                ));
+                members(self);
+                self.push("))");
+            }
             Predicate::TokenIn { param, pairs } => {
                 let a = self.open_exists(IndexTable::Token, owner, param);
                 let (systems, codes): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
