@@ -349,6 +349,32 @@ fn array_literal(items: &[String]) -> String {
     out
 }
 
+/// One line of the alert report: when, what, who, which patients, why.
+pub fn alert_line(e: &StoredEvent) -> String {
+    let who = e
+        .agent_who
+        .as_deref()
+        .or(e.agent_client_id.as_deref())
+        .or(e.agent_subject.as_deref())
+        .unwrap_or("(unauthenticated)");
+    format!(
+        "{}\t{}\toutcome {} {}\t{}\tpurpose {}\tpatients {}\t{}",
+        e.recorded
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        e.event,
+        e.outcome,
+        e.outcome_text.as_deref().unwrap_or(""),
+        who,
+        e.purpose.as_deref().unwrap_or("-"),
+        if e.patients.is_empty() {
+            "-".to_owned()
+        } else {
+            e.patients.join(",")
+        },
+        e.reasons.join("; ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,30 +408,4 @@ mod tests {
             assert_eq!(AuditOutcome::from_code(o.code()), Some(o));
         }
     }
-}
-
-/// One line of the alert report: when, what, who, which patients, why.
-pub fn alert_line(e: &StoredEvent) -> String {
-    let who = e
-        .agent_who
-        .as_deref()
-        .or(e.agent_client_id.as_deref())
-        .or(e.agent_subject.as_deref())
-        .unwrap_or("(unauthenticated)");
-    format!(
-        "{}\t{}\toutcome {} {}\t{}\tpurpose {}\tpatients {}\t{}",
-        e.recorded
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        e.event,
-        e.outcome,
-        e.outcome_text.as_deref().unwrap_or(""),
-        who,
-        e.purpose.as_deref().unwrap_or("-"),
-        if e.patients.is_empty() {
-            "-".to_owned()
-        } else {
-            e.patients.join(",")
-        },
-        e.reasons.join("; ")
-    )
 }
