@@ -595,3 +595,67 @@ async fn an_adt_admit_grants_access_and_the_discharge_ends_it() {
     assert!(conditions.is_empty());
     service.stop();
 }
+
+#[tokio::test]
+async fn conditional_operations_only_match_what_the_clinician_may_see() {
+    let c = clinic(&["dr-a"]).await;
+    for p in ["mine", "theirs"] {
+        c.patient(p).await;
+    }
+    c.encounter("mine", Some("dr-a"), "in-progress", None).await;
+    let token = c.token("dr-a", "user/*.cruds").await;
+    let obs = |patient: &str, value: &str| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "identifier": [{"system": "urn:lab", "value": value}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+        })
+    };
+    // Someone else's lab result with the identifier the clinician will ask about.
+    let hidden = c.ctx.create(&obs("theirs", "L-1")).await;
+    let hidden = hidden["id"].as_str().expect("id").to_owned();
+    let post = |body: Value, if_none_exist: &str| {
+        c.ctx
+            .client
+            .post(c.ctx.url("Observation"))
+            .bearer_auth(&token)
+            .header("content-type", "application/fhir+json")
+            .header("if-none-exist", if_none_exist)
+            .body(body.to_string())
+            .send()
+    };
+    // Conditional create for my patient: the hidden match is not seen, a new one is made.
+    let r = post(obs("mine", "L-1"), "identifier=urn:lab|L-1&patient=mine")
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    // The same for their patient: no match visible, and the create itself is refused.
+    let r = post(
+        obs("theirs", "L-1"),
+        "identifier=urn:lab|L-1&patient=theirs",
+    )
+    .await
+    .expect("post");
+    expect_outcome(r, 403).await;
+    // Conditional delete by identifier deletes only what I may see.
+    let d = c
+        .ctx
+        .client
+        .delete(
+            c.ctx
+                .url("Observation?identifier=urn:lab|L-1&patient=theirs"),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(d.status(), 204);
+    assert_eq!(
+        c.get(&c.ctx.token, &format!("Observation/{hidden}"))
+            .await
+            .status(),
+        200,
+        "still there"
+    );
+}

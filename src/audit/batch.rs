@@ -26,29 +26,24 @@ struct Job {
     done: oneshot::Sender<Result<(), AuditWriteError>>,
 }
 
-/// Writer tasks: a batch can be filling while others wait for their WAL flush.
+/// Writer tasks sharing one queue: while some wait for their WAL flush, an idle one takes
+/// whatever has queued meanwhile.
 const WRITERS: usize = 4;
 
 #[derive(Clone)]
 pub struct AuditWriter {
-    writers: std::sync::Arc<Vec<mpsc::Sender<Job>>>,
-    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl AuditWriter {
     /// Start the writer tasks on the current runtime.
     pub fn start(store: Store) -> AuditWriter {
-        let writers = (0..WRITERS)
-            .map(|_| {
-                let (jobs, rx) = mpsc::channel(1024);
-                tokio::spawn(run(store.clone(), rx));
-                jobs
-            })
-            .collect();
-        AuditWriter {
-            writers: std::sync::Arc::new(writers),
-            next: Default::default(),
+        let (jobs, rx) = mpsc::channel(4096);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(store.clone(), rx.clone()));
         }
+        AuditWriter { jobs }
     }
 
     /// Write `record` and wait until it is committed.
@@ -64,15 +59,19 @@ impl AuditWriter {
             done,
         };
         let lost = || AuditWriteError { sqlstate: None };
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.writers.len();
-        self.writers[n].send(job).await.map_err(|_| lost())?;
+        self.jobs.send(job).await.map_err(|_| lost())?;
         wait.await.map_err(|_| lost())?
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: Store, rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // Hold the queue only while taking a batch, not while writing it.
+        let taken = rx.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if taken == 0 {
+            return;
+        }
         // One transaction per tenant (each sets its tenant for row-level security).
         batch.sort_by(|a, b| a.tenant.as_str().cmp(b.tenant.as_str()));
         let mut rest = std::mem::take(&mut batch);

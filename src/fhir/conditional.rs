@@ -19,9 +19,10 @@ use super::authn::Authenticated;
 use super::body;
 use super::negotiate;
 use super::outcome::{FhirError, IssueType};
-use super::resource::{preflight, version_headers, write_response};
+use super::resource::{preflight_visible, version_headers, write_response};
+use crate::access::Visibility;
 use crate::auth::Interaction;
-use crate::search::query::{SearchQuery, Summary, parse_search};
+use crate::search::query::{AccessFilter, SearchQuery, Summary, parse_search};
 use crate::state::AppState;
 use crate::store::{Rendered, StoredVersion, TenantTx, VersionStamp};
 use crate::tenant::TenantId;
@@ -88,6 +89,13 @@ fn criteria_key(tx: &TenantTx, query: &SearchQuery) -> String {
         query.resource_type,
         serde_urlencoded::to_string(&used).unwrap_or_default()
     )
+}
+
+fn filter_of(visibility: Visibility) -> Option<AccessFilter> {
+    match visibility {
+        Visibility::All => None,
+        Visibility::Filtered(f) => Some(f),
+    }
 }
 
 fn multiple_matches(resource_type: &str) -> FhirError {
@@ -162,10 +170,12 @@ pub(super) async fn create(
     resource_type: &str,
     raw_criteria: &str,
     id: &str,
+    access: Option<AccessFilter>,
     render: impl FnOnce(&VersionStamp) -> Rendered,
 ) -> Result<Result<StoredVersion, StoredVersion>, FhirError> {
     let local_base = format!("{}/", state.fhir_base(tenant));
-    let query = criteria(resource_type, raw_criteria, &local_base)?;
+    let mut query = criteria(resource_type, raw_criteria, &local_base)?;
+    query.access = access;
     let mut tx = state.store.begin(tenant).await?;
     if let Some(existing) = single_match(&mut tx, &query).await? {
         tx.commit().await?;
@@ -250,12 +260,12 @@ pub async fn update(
     if let Some(response) = without_criteria(&req) {
         return Ok(response);
     }
-    preflight(&req, &auth, &resource_type, Interaction::Update)?;
-    auth.require(&resource_type, Interaction::Search)?;
+    let write = preflight_visible(&req, &auth, &resource_type, Interaction::Update)?;
     let tenant = auth.principal.tenant.clone();
     let base = state.fhir_base(&tenant);
     let local_base = format!("{base}/");
-    let query = criteria(&resource_type, req.query_string(), &local_base)?;
+    let mut query = criteria(&resource_type, req.query_string(), &local_base)?;
+    query.access = filter_of(auth.visibility(&resource_type, Interaction::Search)?);
     negotiate::require_json_body(&req)?;
     let if_match = negotiate::if_match(&req)?;
     let bytes = body::read_limited(&req, payload, state.config.server.max_body_bytes).await?;
@@ -273,6 +283,17 @@ pub async fn update(
     };
     let mut tx = state.store.begin(&tenant).await?;
     let id = update_target(&mut tx, &query, body_id.as_deref()).await?;
+    // No match and the body names an id: that id must not be someone else's resource
+    // the caller cannot see (the new state is checked at commit).
+    if let Visibility::Filtered(filter) = &write
+        && tx.read(&resource_type, &id).await.is_ok()
+        && !tx
+            .visible_ids(&resource_type, std::slice::from_ref(&id), filter)
+            .await?
+            .contains(&id)
+    {
+        return Err(auth.outside(&resource_type, &id));
+    }
     let (stored, created) = tx
         .put(&resource_type, &id, if_match, |stamp| {
             incoming.render(&id, stamp, &local_base)
@@ -301,11 +322,12 @@ pub async fn delete(
     if let Some(response) = without_criteria(&req) {
         return Ok(response);
     }
-    preflight(&req, &auth, &resource_type, Interaction::Delete)?;
-    auth.require(&resource_type, Interaction::Search)?;
+    // Only what the caller may see can match (and so be deleted).
+    preflight_visible(&req, &auth, &resource_type, Interaction::Delete)?;
     let tenant = auth.principal.tenant.clone();
     let local_base = format!("{}/", state.fhir_base(&tenant));
-    let query = criteria(&resource_type, req.query_string(), &local_base)?;
+    let mut query = criteria(&resource_type, req.query_string(), &local_base)?;
+    query.access = filter_of(auth.visibility(&resource_type, Interaction::Search)?);
     let if_match = negotiate::if_match(&req)?;
     let mut tx = state.store.begin(&tenant).await?;
     let deleted = match single_match(&mut tx, &query).await? {

@@ -36,19 +36,8 @@ fn valid_id(id: &str) -> Result<(), FhirError> {
     }
 }
 
-/// Common request checks, in the order clients expect their errors.
-pub(super) fn preflight(
-    req: &HttpRequest,
-    auth: &Authenticated,
-    resource_type: &str,
-    interaction: Interaction,
-) -> Result<(), FhirError> {
-    negotiate::require_json_response(req)?;
-    known_type(resource_type)?;
-    auth.require(resource_type, interaction)
-}
-
-/// [`preflight`] for reads: what of the type the caller may see.
+/// Common request checks, in the order clients expect their errors (406, 404 for an
+/// unknown type, 403), and what of the type the caller may see or change.
 pub(super) fn preflight_visible(
     req: &HttpRequest,
     auth: &Authenticated,
@@ -152,10 +141,22 @@ pub async fn create(
                 })
                 .await?
         }
-        Some(criteria) => {
+        Some((criteria, visibility)) => {
             let render = |stamp: &_| incoming.render(&id, stamp, &local_base);
-            match conditional::create(&state, tenant, &resource_type, &criteria, &id, render)
-                .await?
+            let access = match visibility {
+                Visibility::All => None,
+                Visibility::Filtered(f) => Some(f),
+            };
+            match conditional::create(
+                &state,
+                tenant,
+                &resource_type,
+                &criteria,
+                &id,
+                access,
+                render,
+            )
+            .await?
             {
                 Ok(created) => created,
                 // A match: 200 with it, nothing written.
@@ -227,17 +228,20 @@ fn conditional_create_criteria(
     req: &HttpRequest,
     auth: &Authenticated,
     resource_type: &str,
-) -> Result<Option<String>, FhirError> {
+) -> Result<Option<(String, Visibility)>, FhirError> {
     let Some(value) = req.headers().get("if-none-exist") else {
         return Ok(None);
     };
     let text = value
         .to_str()
         .map_err(|_| FhirError::bad_request("If-None-Exist must be search parameters as text"))?;
-    auth.require(resource_type, Interaction::Search)?;
-    Ok(Some(
+    // The match is a search of what the caller may see: a resource hidden from them is
+    // neither revealed nor matched.
+    let visibility = auth.visibility(resource_type, Interaction::Search)?;
+    Ok(Some((
         conditional::if_none_exist_criteria(resource_type, text.trim()).to_owned(),
-    ))
+        visibility,
+    )))
 }
 
 pub async fn vread(
