@@ -398,6 +398,19 @@ async fn break_glass_is_explicit_time_limited_and_needs_the_grant() {
     assert_eq!(granted.status(), 200);
     let body: Value = granted.json().await.expect("json");
     assert_eq!(body["parameter"][1]["name"], "expires");
+    // Time-limited: the policy's 60 minutes.
+    let expires = chrono::DateTime::parse_from_rfc3339(
+        body["parameter"][1]["valueInstant"]
+            .as_str()
+            .expect("instant"),
+    )
+    .expect("rfc3339")
+    .with_timezone(&chrono::Utc);
+    let left = expires - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::minutes(58) && left <= chrono::Duration::minutes(60),
+        "{left}"
+    );
     assert_eq!(c.get(&glass, "Patient/stranger").await.status(), 200);
     // The grant is the practitioner's, whatever token they use next.
     assert_eq!(c.get(&plain, "Patient/stranger").await.status(), 200);
