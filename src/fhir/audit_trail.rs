@@ -47,6 +47,10 @@ pub struct AuditScope {
     note: Mutex<AuditNote>,
     /// Changes already recorded in their transaction.
     recorded_changes: Mutex<bool>,
+    /// The read's record already written in the read's own transaction.
+    recorded_read: Mutex<bool>,
+    /// Request facts every record carries (id, source address, user agent).
+    base: Mutex<Option<AuditRecord>>,
     /// The caller, for the write guard (set by the extractor).
     subject: Mutex<Option<Arc<OwnedSubject>>>,
 }
@@ -88,6 +92,43 @@ impl AuditScope {
         if let Ok(mut n) = self.note.lock() {
             f(&mut n);
         }
+    }
+
+    /// The record of this request's successful access, from what the handler noted.
+    fn record_of(&self, event: &'static str, action: AuditAction) -> AuditRecord {
+        let mut rec = self
+            .base
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .unwrap_or_else(|| AuditRecord::new(event, action, AuditOutcome::Success));
+        let caller = self.caller();
+        let note = self.note.lock().map(|n| n.clone()).unwrap_or_default();
+        rec.event = note.event.unwrap_or(event);
+        rec.action = action;
+        rec.high_severity = caller.high_severity;
+        rec.agent = caller.agent;
+        rec.purpose = caller.purpose;
+        rec.reasons = caller.reasons;
+        rec.patients = note.patients;
+        rec.query = note.query;
+        rec.entities = note.entities;
+        rec
+    }
+
+    /// Write this request's read record inside `tx` (the read's own transaction), so the
+    /// read and its audit row commit together; the trail then writes nothing more.
+    pub async fn record_read_in(
+        &self,
+        tx: &mut TenantTx,
+        event: &'static str,
+        action: AuditAction,
+    ) -> Result<(), StoreError> {
+        audit::record(tx, &self.record_of(event, action)).await?;
+        if let Ok(mut done) = self.recorded_read.lock() {
+            *done = true;
+        }
+        Ok(())
     }
 
     fn caller(&self) -> CallerContext {
@@ -268,12 +309,16 @@ pub async fn audit_trail(
     base.source_ip = req.peer_addr().map(|a| a.ip().to_string());
     base.user_agent = header(&req, "user-agent");
     base.request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    if let Ok(mut b) = scope.base.lock() {
+        *b = Some(base.clone());
+    }
     let recorder: Arc<dyn CommitHook> = Arc::new(ChangeRecorder {
         scope: scope.clone(),
         base: base.clone(),
     });
     let response = crate::store::with_commit_hook(recorder, next.call(req)).await?;
-    let changes_recorded = scope.recorded_changes.lock().map(|d| *d).unwrap_or(false);
+    let changes_recorded = scope.recorded_changes.lock().map(|d| *d).unwrap_or(false)
+        || scope.recorded_read.lock().map(|d| *d).unwrap_or(false);
     let status = response.status();
     let pattern = response.request().match_pattern().unwrap_or_default();
     let Some((route_event, route_action)) = route_event(&pattern, response.request().method())

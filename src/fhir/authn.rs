@@ -76,6 +76,20 @@ impl Authenticated {
         }
     }
 
+    /// Record this request's read in `tx`, the transaction that reads (no-op when the
+    /// audit trail is off).
+    pub async fn record_read_in(
+        &self,
+        tx: &mut crate::store::TenantTx,
+        event: &'static str,
+        action: crate::audit::AuditAction,
+    ) -> Result<(), FhirError> {
+        if let Some(scope) = &self.audit {
+            scope.record_read_in(tx, event, action).await?;
+        }
+        Ok(())
+    }
+
     /// Tell the audit trail what this request touched.
     pub fn note(&self, f: impl FnOnce(&mut AuditNote)) {
         if let Some(scope) = &self.audit {

@@ -208,14 +208,16 @@ pub async fn read(
         Visibility::All => None,
         Visibility::Filtered(f) => Some(f),
     };
-    let (stored, visible) = state
-        .store
-        .read_visible(tenant_of(&auth), &resource_type, &id, filter)
-        .await?;
+    let mut tx = state.store.begin(tenant_of(&auth)).await?;
+    let (stored, visible) = tx.read_visible(&resource_type, &id, filter).await?;
     if !visible {
         return Err(auth.outside(&resource_type, &id));
     }
+    // The read and its audit row commit together: one transaction per read.
     auth.note_served([&stored]);
+    auth.record_read_in(&mut tx, "read", crate::audit::AuditAction::Read)
+        .await?;
+    tx.commit().await?;
     if conditional::not_modified(&req, &stored) {
         return Ok(conditional::not_modified_response(&stored));
     }

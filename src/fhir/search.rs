@@ -110,16 +110,14 @@ async fn search(
         };
         auth.visibility(target, Interaction::Read)?;
     }
-    let mut page = state
-        .store
-        .search(tenant, &query)
-        .await
-        .map_err(|e| match e {
-            StoreError::InvalidPageToken => {
-                FhirError::bad_request("_page is not a page token Hearth issued for this search")
-            }
-            other => FhirError::from(other),
-        })?;
+    // The search and its audit row commit together (one transaction per search).
+    let mut tx = state.store.begin(tenant).await?;
+    let mut page = tx.search(&query).await.map_err(|e| match e {
+        StoreError::InvalidPageToken => {
+            FhirError::bad_request("_page is not a page token Hearth issued for this search")
+        }
+        other => FhirError::from(other),
+    })?;
     // Each included resource must be readable on its own: a patient/ token never gets
     // another patient's records through _include or _revinclude.
     auth.retain_readable(&state.store, &mut page.includes)
@@ -140,6 +138,9 @@ async fn search(
         _ => auth.note_served(page.matches.iter().chain(&page.includes)),
     }
     auth.note(|n| n.query = Some(format!("{resource_type}?{self_query}")));
+    auth.record_read_in(&mut tx, "search-type", crate::audit::AuditAction::Execute)
+        .await?;
+    tx.commit().await?;
     let link = |relation: &str, extra: Option<&str>| {
         let mut url = format!("{base}/{resource_type}?{self_query}");
         if let Some(token) = extra {

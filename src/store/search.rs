@@ -705,63 +705,6 @@ impl Store {
         Ok(page)
     }
 
-    /// Read the current version and, in the same statement, whether `access` lets the
-    /// caller see it (`true` when there is no filter). `Gone`/`NotFound` as `read`.
-    pub async fn read_visible(
-        &self,
-        tenant: &TenantId,
-        resource_type: &str,
-        id: &str,
-        access: Option<&AccessFilter>,
-    ) -> Result<(StoredVersion, bool), StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            resource_type: String,
-            id: String,
-            version_id: i64,
-            last_updated: chrono::DateTime<chrono::Utc>,
-            deleted: bool,
-            content: Option<String>,
-            visible: bool,
-        }
-        let mut tx = self.begin(tenant).await?;
-        let mut sql = Sql {
-            qb: QueryBuilder::new(
-                "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, (TRUE",
-            ),
-            aliases: 0,
-        };
-        if let Some(access) = access {
-            sql.access(access);
-        }
-        sql.push(") AS visible FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.resource_type = r.resource_type AND v.id = r.id AND v.version_id = r.version_id WHERE r.tenant_id = ");
-        sql.bind_text(tenant.as_str());
-        sql.push(" AND r.resource_type = ");
-        sql.bind_text(resource_type);
-        sql.push(" AND r.id = ");
-        sql.bind_text(id);
-        let row: Option<Row> = sql
-            .qb
-            .build_query_as()
-            .persistent(true)
-            .fetch_optional(tx.conn())
-            .await?;
-        tx.commit().await?;
-        let row = row.ok_or(StoreError::NotFound)?;
-        let version = StoredVersion {
-            resource_type: row.resource_type,
-            id: row.id,
-            version_id: row.version_id,
-            last_updated: row.last_updated,
-            deleted: row.deleted,
-            content: row.content,
-        };
-        if version.deleted {
-            return Err(StoreError::Gone(version.stamp()));
-        }
-        Ok((version, row.visible))
-    }
-
     /// Which of `patients` are in `care`'s care set now.
     pub async fn patients_in_care(
         &self,
@@ -979,6 +922,61 @@ impl TenantTx {
         if let Some(access) = &q.access {
             sql.access(access);
         }
+    }
+
+    /// Read the current version and, in the same statement, whether `access` lets the
+    /// caller see it (`true` when there is no filter). `Gone`/`NotFound` as `read`.
+    pub async fn read_visible(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        access: Option<&AccessFilter>,
+    ) -> Result<(StoredVersion, bool), StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            resource_type: String,
+            id: String,
+            version_id: i64,
+            last_updated: chrono::DateTime<chrono::Utc>,
+            deleted: bool,
+            content: Option<String>,
+            visible: bool,
+        }
+        let tenant = self.tenant().clone();
+        let mut sql = Sql {
+            qb: QueryBuilder::new(
+                "SELECT v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, (TRUE",
+            ),
+            aliases: 0,
+        };
+        if let Some(access) = access {
+            sql.access(access);
+        }
+        sql.push(") AS visible FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.resource_type = r.resource_type AND v.id = r.id AND v.version_id = r.version_id WHERE r.tenant_id = ");
+        sql.bind_text(tenant.as_str());
+        sql.push(" AND r.resource_type = ");
+        sql.bind_text(resource_type);
+        sql.push(" AND r.id = ");
+        sql.bind_text(id);
+        let row: Option<Row> = sql
+            .qb
+            .build_query_as()
+            .persistent(true)
+            .fetch_optional(self.conn())
+            .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        let version = StoredVersion {
+            resource_type: row.resource_type,
+            id: row.id,
+            version_id: row.version_id,
+            last_updated: row.last_updated,
+            deleted: row.deleted,
+            content: row.content,
+        };
+        if version.deleted {
+            return Err(StoreError::Gone(version.stamp()));
+        }
+        Ok((version, row.visible))
     }
 
     /// Which of `ids` (of one type) the access filter lets the caller see, judged on the
