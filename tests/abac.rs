@@ -672,3 +672,87 @@ async fn conditional_operations_only_match_what_the_clinician_may_see() {
         "still there"
     );
 }
+
+#[tokio::test]
+async fn bundles_apply_the_same_decision_entry_by_entry() {
+    let c = clinic(&["dr-a"]).await;
+    for p in ["mine", "theirs"] {
+        c.patient(p).await;
+    }
+    c.encounter("mine", Some("dr-a"), "in-progress", None).await;
+    let theirs_obs = c.observation("theirs", None).await;
+    let mine_obs = c.observation("mine", None).await;
+    let token = c.token("dr-a", "user/*.cruds").await;
+    let post = |bundle: Value| {
+        c.ctx
+            .client
+            .post(c.ctx.url(""))
+            .bearer_auth(&token)
+            .header("content-type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+    };
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/mine"}},
+        {"request": {"method": "GET", "url": "Patient/theirs"}},
+        {"request": {"method": "GET", "url": "Observation?patient=mine&category=laboratory"}},
+        {"request": {"method": "DELETE", "url": format!("Observation/{theirs_obs}")}},
+        {"request": {"method": "GET", "url": "Observation?patient=theirs"}},
+    ]});
+    let r = post(batch).await.expect("batch");
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    let status = |i: usize| {
+        answer["entry"][i]["response"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(status(0).starts_with("200"), "{answer}");
+    assert!(status(1).starts_with("403"), "{answer}");
+    assert!(status(2).starts_with("200"), "{answer}");
+    let found: Vec<&str> = answer["entry"][2]["resource"]["entry"]
+        .as_array()
+        .expect("searchset")
+        .iter()
+        .filter_map(|e| e["resource"]["id"].as_str())
+        .collect();
+    assert_eq!(found, vec![mine_obs.as_str()]);
+    assert!(status(3).starts_with("403"), "{answer}");
+    assert!(status(4).starts_with("200"), "{answer}");
+    assert!(
+        answer["entry"][4]["resource"]["entry"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{answer}"
+    );
+    assert_eq!(
+        c.get(&c.ctx.token, &format!("Observation/{theirs_obs}"))
+            .await
+            .status(),
+        200
+    );
+
+    let obs = |patient: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let ok = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs("mine"), "request": {"method": "POST", "url": "Observation"}}]}),
+    )
+    .await
+    .expect("transaction");
+    assert_eq!(ok.status(), 200);
+    let refused = post(
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs("mine"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": obs("theirs"), "request": {"method": "POST", "url": "Observation"}}]}),
+    )
+    .await
+    .expect("transaction");
+    expect_outcome(refused, 403).await;
+    let (theirs, _) = c.ids(&c.ctx.token, "Observation?patient=theirs").await;
+    assert_eq!(theirs.len(), 1, "the refused transaction wrote nothing");
+}

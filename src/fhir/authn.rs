@@ -128,9 +128,9 @@ impl Authenticated {
         Ok(self.decision(resource_type, interaction)?.visibility)
     }
 
-    /// 403 unless the caller may do `interaction` on every resource of `resource_type`.
-    /// Bundle entries, which do not (yet) apply a filtered decision, use this, so a filtered
-    /// decision is refused there rather than silently widened.
+    /// 403 unless the caller may do `interaction` on every resource of `resource_type`:
+    /// for interactions that cannot apply a filtered decision (the audit log, readable only
+    /// whole), so a filter is refused rather than silently widened.
     pub fn require(&self, resource_type: &str, interaction: Interaction) -> Result<(), FhirError> {
         match self.visibility(resource_type, interaction)? {
             Visibility::All => Ok(()),

@@ -28,11 +28,14 @@ use super::fhirpath_patch;
 use super::negotiate::{self, FHIR_JSON, ReturnPreference};
 use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
 use super::patch::{self, Patch, patch_in_tx};
+use crate::access::Visibility;
 use crate::auth::Interaction;
 use crate::conformance::R4Structure;
 use crate::resource::{CheckedResource, ValidationPolicy};
 use crate::search::IndexValue;
-use crate::search::query::{Predicate, SearchQuery, Summary, SystemMatch, parse_search};
+use crate::search::query::{
+    AccessFilter, Predicate, SearchQuery, Summary, SystemMatch, parse_search,
+};
 use crate::state::AppState;
 use crate::store::{SearchPage, StoreError, StoredVersion, TenantTx, VersionStamp};
 
@@ -98,6 +101,10 @@ struct Entry {
     /// `urn:uuid:`/`urn:oid:` references in the resource: (expression, reference).
     placeholders: Vec<(String, String)>,
     conditional_references: Vec<ConditionalReference>,
+    /// The caller's filtered decision for the entry's write (`None`: the whole type).
+    write_filter: Option<AccessFilter>,
+    /// The caller's filtered decision for a GET entry's read or search.
+    read_filter: Option<AccessFilter>,
 }
 
 /// What an entry did, for its response.
@@ -114,6 +121,8 @@ enum Outcome {
 /// What every entry needs to know about the request.
 struct Context<'a> {
     auth: &'a Authenticated,
+    /// For checks outside the entry's transaction (included resources' visibility).
+    store: crate::store::Store,
     /// This tenant's FHIR base, no trailing slash.
     base: String,
     /// The same with a trailing slash, for reference parsing.
@@ -473,6 +482,8 @@ fn parse_entry(index: usize, raw: &Value, ctx: &Context) -> Result<Entry, FhirEr
         if_match,
         placeholders: Vec::new(),
         conditional_references: Vec::new(),
+        write_filter: None,
+        read_filter: None,
     };
     let wrong_target = |what: &str| bad_entry(index, "request.url", what.to_owned());
     match (method, &entry.target) {
@@ -577,9 +588,12 @@ fn parse_entry(index: usize, raw: &Value, ctx: &Context) -> Result<Entry, FhirEr
     Ok(entry)
 }
 
-/// The scopes an entry needs. Conditional matching is a search, so it needs `s` too.
-fn check_scopes(entry: &Entry, ctx: &Context) -> Result<(), FhirError> {
-    let t = entry.target.resource_type();
+/// The access decision for an entry: refused when the caller may not do it at all;
+/// otherwise every search it makes (conditional targets, `ifNoneExist`, conditional
+/// references, GET searches) is limited to what the caller may see, and filtered writes and
+/// reads are noted for the checks `execute` makes (the write guard checks the new states).
+fn apply_access(entry: &mut Entry, ctx: &Context) -> Result<(), FhirError> {
+    let t = entry.target.resource_type().to_owned();
     // The audit log is Hearth's own record, served at /AuditEvent, never written by clients.
     if t == "AuditEvent" {
         return Err(at_entry(
@@ -591,57 +605,80 @@ fn check_scopes(entry: &Entry, ctx: &Context) -> Result<(), FhirError> {
             ),
         ));
     }
-    let mut needed: Vec<(String, Interaction)> = Vec::new();
-    let conditional = matches!(entry.target, Target::Search(..));
-    match entry.method {
-        Method::Post => {
-            needed.push((t.into(), Interaction::Create));
-            if entry.if_none_exist.is_some() {
-                needed.push((t.into(), Interaction::Search));
-            }
+    let index = entry.index;
+    let decide = |t: &str, interaction: Interaction| -> Result<Option<AccessFilter>, FhirError> {
+        match ctx
+            .auth
+            .visibility(t, interaction)
+            .map_err(|e| at_entry(index, e))?
+        {
+            Visibility::All => Ok(None),
+            Visibility::Filtered(f) => Ok(Some(f)),
         }
-        Method::Put | Method::Patch => {
-            needed.push((t.into(), Interaction::Update));
-            if conditional {
-                needed.push((t.into(), Interaction::Search));
-            }
+    };
+    let write = match entry.method {
+        Method::Post => Some(Interaction::Create),
+        Method::Put | Method::Patch => Some(Interaction::Update),
+        Method::Delete => Some(Interaction::Delete),
+        Method::Get | Method::Head => None,
+    };
+    if let Some(interaction) = write {
+        entry.write_filter = decide(&t, interaction)?;
+        // Conditional matching is a search of what the caller may see.
+        if let Target::Search(_, q) = &mut entry.target {
+            q.access = decide(&t, Interaction::Search)?;
         }
-        Method::Delete => {
-            needed.push((t.into(), Interaction::Delete));
-            if conditional {
-                needed.push((t.into(), Interaction::Search));
-            }
+        if let Some(q) = &mut entry.if_none_exist {
+            q.access = decide(&t, Interaction::Search)?;
         }
-        Method::Get | Method::Head => match &entry.target {
+    } else {
+        match &mut entry.target {
             Target::Instance(..) | Target::Version(..) => {
-                needed.push((t.into(), Interaction::Read))
+                entry.read_filter = decide(&t, Interaction::Read)?;
             }
-            Target::Type(_) => needed.push((t.into(), Interaction::Search)),
+            Target::Type(_) => entry.read_filter = decide(&t, Interaction::Search)?,
             Target::Search(_, q) => {
-                needed.push((t.into(), Interaction::Search));
-                for inc in &q.includes {
-                    needed.push((
+                q.access = decide(&t, Interaction::Search)?;
+                for inc in q.includes.iter().chain(&q.revincludes) {
+                    let target = if q.revincludes.contains(inc) {
+                        inc.source_type.clone()
+                    } else {
                         inc.target_type
                             .clone()
-                            .unwrap_or_else(|| inc.source_type.clone()),
-                        Interaction::Read,
-                    ));
-                }
-                for inc in &q.revincludes {
-                    needed.push((inc.source_type.clone(), Interaction::Read));
+                            .unwrap_or_else(|| inc.source_type.clone())
+                    };
+                    decide(&target, Interaction::Read)?;
                 }
             }
-        },
+        }
     }
-    for r in &entry.conditional_references {
-        needed.push((r.query.resource_type.clone(), Interaction::Search));
-    }
-    for (t, interaction) in needed {
-        ctx.auth
-            .require(&t, interaction)
-            .map_err(|e| at_entry(entry.index, e))?;
+    for r in &mut entry.conditional_references {
+        let rt = r.query.resource_type.clone();
+        r.query.access = decide(&rt, Interaction::Search)?;
     }
     Ok(())
+}
+
+/// Under a filtered write decision, an existing target must be one the caller may see.
+async fn check_existing(
+    tx: &mut TenantTx,
+    e: &Entry,
+    id: &str,
+    ctx: &Context<'_>,
+) -> Result<(), FhirError> {
+    let Some(filter) = &e.write_filter else {
+        return Ok(());
+    };
+    let t = e.target.resource_type();
+    if tx.read(t, id).await.is_err() {
+        return Ok(());
+    }
+    let ids = [id.to_owned()];
+    if tx.visible_ids(t, &ids, filter).await?.contains(id) {
+        Ok(())
+    } else {
+        Err(at_entry(e.index, ctx.auth.outside(t, id)))
+    }
 }
 
 /// Three-valued: can an in-memory resource satisfy a predicate? `None` = cannot tell here.
@@ -733,9 +770,6 @@ fn check_transaction(entries: &[Entry], ctx: &Context) -> Result<(), FhirError> 
                 format!("fullUrl is also the fullUrl of entry {first}; fullUrls must be unique"),
             ));
         }
-    }
-    for e in entries {
-        check_scopes(e, ctx)?;
     }
     let writers: HashMap<&str, &Entry> = entries
         .iter()
@@ -873,6 +907,9 @@ async fn execute(
                 .map(|v| v.id),
             _ => None,
         };
+        if let Some(id) = &id {
+            check_existing(tx, e, id, ctx).await?;
+        }
         let outcome = match &id {
             Some(id) => Outcome::Deleted(
                 tx.delete(t, id, e.if_match)
@@ -919,6 +956,7 @@ async fn execute(
             }
             _ => return Err(bad_entry(e.index, "request.url", "no target")),
         };
+        check_existing(tx, e, &id, ctx).await?;
         plans.insert(e.index, Plan::Write(id));
     }
     for e in entries
@@ -1090,21 +1128,32 @@ async fn execute(
 /// A GET or HEAD entry: read, vread or search, inside the transaction.
 async fn read(tx: &mut TenantTx, e: &Entry, ctx: &Context<'_>) -> Result<Outcome, FhirError> {
     let query = match &e.target {
-        Target::Instance(t, id) => {
-            let v = tx.read(t, id).await?;
+        Target::Instance(t, id) | Target::Version(t, id, _) => {
+            let v = match &e.target {
+                Target::Version(_, _, version) => tx.read_version(t, id, *version).await?,
+                _ => tx.read(t, id).await?,
+            };
+            if let Some(filter) = &e.read_filter {
+                let ids = [id.clone()];
+                if !tx.visible_ids(t, &ids, filter).await?.contains(id) {
+                    return Err(ctx.auth.outside(t, id));
+                }
+            }
             ctx.auth.note_served([&v]);
             return Ok(Outcome::Read(v));
         }
-        Target::Version(t, id, v) => {
-            let v = tx.read_version(t, id, *v).await?;
-            ctx.auth.note_served([&v]);
-            return Ok(Outcome::Read(v));
+        Target::Type(t) => {
+            let mut q = parse_search(t, &[], ctx.strict, &ctx.local_base)
+                .map_err(|err| FhirError::bad_request(err.to_string()))?;
+            q.access = e.read_filter.clone();
+            q
         }
-        Target::Type(t) => parse_search(t, &[], ctx.strict, &ctx.local_base)
-            .map_err(|err| FhirError::bad_request(err.to_string()))?,
         Target::Search(_, q) => (**q).clone(),
     };
-    let page = tx.search(&query).await?;
+    let mut page = tx.search(&query).await?;
+    ctx.auth
+        .retain_readable(&ctx.store, &mut page.includes)
+        .await?;
     ctx.auth
         .note_served(page.matches.iter().chain(&page.includes));
     Ok(Outcome::Searched(searchset(ctx, &query, &page)?))
@@ -1253,11 +1302,14 @@ async fn transaction(
     ctx: &Context<'_>,
     raw: &[Value],
 ) -> Result<Vec<Value>, FhirError> {
-    let entries = raw
+    let mut entries = raw
         .iter()
         .enumerate()
         .map(|(i, r)| parse_entry(i, r, ctx))
         .collect::<Result<Vec<_>, _>>()?;
+    for e in &mut entries {
+        apply_access(e, ctx)?;
+    }
     check_transaction(&entries, ctx)?;
     let mut tx = state.store.begin(&ctx.auth.principal.tenant).await?;
     let mut outcomes = execute(&mut tx, &entries, ctx).await?;
@@ -1281,7 +1333,7 @@ async fn batch_entry(
     raw: &Value,
     full_urls: &[Option<&str>],
 ) -> Result<Value, FhirError> {
-    let entry = parse_entry(index, raw, ctx)?;
+    let mut entry = parse_entry(index, raw, ctx)?;
     if let Some(url) = entry.full_url.as_deref()
         && let Some(first) = full_urls[..index].iter().position(|u| *u == Some(url))
     {
@@ -1291,7 +1343,7 @@ async fn batch_entry(
             format!("fullUrl is also the fullUrl of entry {first}; fullUrls must be unique"),
         ));
     }
-    check_scopes(&entry, ctx)?;
+    apply_access(&mut entry, ctx)?;
     if let Some((expression, text)) = entry.placeholders.first() {
         let problem = if full_urls.contains(&Some(text.as_str())) {
             "refers to another entry: batch entries are independent and cannot refer to each other (use a transaction)"
@@ -1401,6 +1453,7 @@ pub async fn transaction_or_batch(
     let base = state.fhir_base(&auth.principal.tenant);
     let ctx = Context {
         auth: &auth,
+        store: state.store.clone(),
         local_base: format!("{base}/"),
         base,
         strict: prefers_strict(&req),
