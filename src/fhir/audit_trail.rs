@@ -1,8 +1,10 @@
-//! The audit trail of the FHIR API: every request under `/fhir/{tenant}` that touches data
-//! leaves an audit record. Changes are recorded inside their own transaction (a commit hook
-//! installed around the handler: the audit rows commit or roll back with the change); reads,
-//! searches, refusals and failures are recorded after the handler and before the response
-//! leaves — if that write fails, the client gets a 500 instead of the data.
+//! The audit trail of the FHIR API, and the write guard: every request under
+//! `/fhir/{tenant}` that touches data leaves an audit record. A commit hook installed around
+//! the handler checks every version a transaction wrote against the caller's decision and
+//! records the changes, inside that transaction (they commit or roll back together); a read
+//! or search records itself in its own transaction; other reads, refusals and failures are
+//! recorded after the handler and before the response leaves — if that write fails, the
+//! client gets a 500 instead of the data.
 
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +55,9 @@ pub struct AuditScope {
     base: Mutex<Option<AuditRecord>>,
     /// The caller, for the write guard (set by the extractor).
     subject: Mutex<Option<Arc<OwnedSubject>>>,
+    /// False only in `hearth bench-access`'s unaudited server: the write guard still runs,
+    /// nothing is recorded.
+    recording: bool,
 }
 
 impl AuditScope {
@@ -124,6 +129,9 @@ impl AuditScope {
         event: &'static str,
         action: AuditAction,
     ) -> Result<(), StoreError> {
+        if !self.recording {
+            return Ok(());
+        }
         audit::record(tx, &self.record_of(event, action)).await?;
         if let Ok(mut done) = self.recorded_read.lock() {
             *done = true;
@@ -170,6 +178,9 @@ impl CommitHook for ChangeRecorder {
         Box::pin(async move {
             if let Some(subject) = self.scope.subject() {
                 guard(&subject, tx, written).await?;
+            }
+            if !self.scope.recording {
+                return Ok(());
             }
             let caller = self.scope.caller();
             let context_event = self.scope.note.lock().ok().and_then(|n| n.event);
@@ -300,10 +311,10 @@ pub async fn audit_trail(
     let (Some(state), Some(tenant)) = (state, tenant) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    if !state.config.audit.trail {
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    }
-    let scope = Arc::new(AuditScope::default());
+    let scope = Arc::new(AuditScope {
+        recording: state.config.audit.trail,
+        ..AuditScope::default()
+    });
     req.extensions_mut().insert(scope.clone());
     let mut base = AuditRecord::new("read", AuditAction::Read, AuditOutcome::Success);
     base.source_ip = req.peer_addr().map(|a| a.ip().to_string());
@@ -317,6 +328,9 @@ pub async fn audit_trail(
         base: base.clone(),
     });
     let response = crate::store::with_commit_hook(recorder, next.call(req)).await?;
+    if !scope.recording {
+        return Ok(response.map_into_boxed_body());
+    }
     let changes_recorded = scope.recorded_changes.lock().map(|d| *d).unwrap_or(false)
         || scope.recorded_read.lock().map(|d| *d).unwrap_or(false);
     let status = response.status();
