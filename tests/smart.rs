@@ -836,7 +836,7 @@ fn idp_config(resources: &[String]) -> Value {
             {"client_id": "chart-app", "client_secret": "chart-secret", "grant_types": ["authorization_code"],
              "response_types": ["code"], "redirect_uris": ["http://127.0.0.1:9/cb"],
              "token_endpoint_auth_method": "client_secret_basic",
-             "scope": format!("openid fhirUser launch/patient patient/*.rs patient/*.read patient/Observation.rs?category={LAB} user/*.rs")},
+             "scope": format!("openid fhirUser launch/patient patient/*.rs patient/*.read patient/Observation.rs?category={LAB} patient/Observation.cu user/*.rs")},
             {"client_id": "short-lived", "client_secret": "s", "grant_types": ["client_credentials"],
              "response_types": [], "redirect_uris": [], "token_endpoint_auth_method": "client_secret_basic",
              "scope": "user/*.rs", "hearth_access_token_ttl": 1, "hearth_claims": {"fhirUser": "Practitioner/doc-1"}},
@@ -1217,4 +1217,59 @@ async fn a_client_registered_for_a_group_sees_its_members_only() {
     assert!(found.is_empty(), "{found:?}");
     let patients = bundle_ids(get_as(&ctx, &token, "Patient").await).await;
     assert_eq!(patients, vec![format!("Patient/{a}")]);
+}
+
+#[tokio::test]
+async fn a_patient_app_writes_only_into_its_patients_record() {
+    let ctx = ctx().await;
+    let data = two_patients(&ctx).await;
+    let mut config = idp_config(&[base(&ctx)]);
+    config["accounts"] = json!({"pat-a": {"patient": data.a}});
+    let idp = Idp::start(&config);
+    trust(&ctx, &idp);
+    let login = idp.login(
+        "chart-app",
+        "chart-secret",
+        "openid launch/patient patient/Observation.cu",
+        &base(&ctx),
+        "pat-a",
+    );
+    let token = login["access_token"].as_str().expect("token");
+    let obs = |patient: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let post = |body: Value| {
+        ctx.client
+            .post(ctx.url("Observation"))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(post(obs(&data.a)).await.expect("post").status(), 201);
+    let refused = post(obs(&data.b)).await.expect("post");
+    expect_outcome(refused, 403).await;
+    // Nor may it rewrite the other patient's lab into its own record.
+    let mut moved = obs(&data.a);
+    moved["id"] = json!(data.b_lab);
+    let r = ctx
+        .client
+        .put(ctx.url(&format!("Observation/{}", data.b_lab)))
+        .bearer_auth(token)
+        .header("content-type", "application/fhir+json")
+        .body(moved.to_string())
+        .send()
+        .await
+        .expect("put");
+    expect_outcome(r, 403).await;
+    let b_obs =
+        bundle_ids(get_as(&ctx, &ctx.token, &format!("Observation?patient={}", data.b)).await)
+            .await;
+    assert_eq!(
+        b_obs.len(),
+        2,
+        "the other patient's record is unchanged: {b_obs:?}"
+    );
 }
