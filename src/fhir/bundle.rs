@@ -34,7 +34,7 @@ use crate::conformance::R4Structure;
 use crate::resource::{CheckedResource, ValidationPolicy};
 use crate::search::IndexValue;
 use crate::search::query::{
-    AccessFilter, Predicate, SearchQuery, Summary, SystemMatch, parse_search,
+    AccessFilter, Predicate, SearchQuery, Summary, SystemMatch, parse_confined_search, parse_search,
 };
 use crate::state::AppState;
 use crate::store::{SearchPage, StoreError, StoredVersion, TenantTx, VersionStamp};
@@ -265,7 +265,18 @@ fn parse_target(
                         serde_urlencoded::from_str(q).map_err(|_| {
                             bad("the query of request.url is not valid form-urlencoded text")
                         })?;
-                    parse_search(&t, &params, ctx.strict, &ctx.local_base).map_err(|e| {
+                    // As for GET /{type}: a search confined to a patient's compartment or a
+                    // practitioner's care set needs no patient parameter.
+                    let parse = if crate::access::confined_to_patient(
+                        &ctx.auth.principal,
+                        &t,
+                        Interaction::Search,
+                    ) {
+                        parse_confined_search
+                    } else {
+                        parse_search
+                    };
+                    parse(&t, &params, ctx.strict, &ctx.local_base).map_err(|e| {
                         at_entry(
                             index,
                             FhirError::bad_request(e.to_string())
