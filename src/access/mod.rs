@@ -21,7 +21,8 @@ pub use policy::{AccessPolicy, DenyAs};
 pub enum Visibility {
     /// Every resource of the type in the tenant.
     All,
-    /// Only resources matching the filter (a compartment, granular criteria, or both).
+    /// Only resources matching the filter: any of its grants, each a conjunction of a
+    /// patient compartment, a care set or Group, hidden labels and granular criteria.
     Filtered(AccessFilter),
 }
 
@@ -70,29 +71,27 @@ impl Subject<'_> {
             .and_then(|u| u.strip_prefix("Patient/"))
     }
 
-    /// Labels this subject may not see.
+    /// Labels this subject may not see: a practitioner's specialties grant labels; any other
+    /// caller holds what the policy grants every client (`*`) and its own client id.
     fn hidden_labels(&self) -> Vec<String> {
-        let grants = match self.principal.issuer {
-            _ if self.practitioner().is_some() => {
-                self.policy.labels_of_specialties(&self.specialties)
+        let grants = if self.practitioner().is_some() {
+            self.policy.labels_of_specialties(&self.specialties)
+        } else {
+            let mut grants = self
+                .policy
+                .client_label_grants
+                .get("*")
+                .cloned()
+                .unwrap_or_default();
+            if let Some(own) = self
+                .principal
+                .client_id
+                .as_ref()
+                .and_then(|c| self.policy.client_label_grants.get(c))
+            {
+                grants.extend(own.iter().cloned());
             }
-            _ => {
-                let mut grants = self
-                    .policy
-                    .client_label_grants
-                    .get("*")
-                    .cloned()
-                    .unwrap_or_default();
-                if let Some(own) = self
-                    .principal
-                    .client_id
-                    .as_ref()
-                    .and_then(|c| self.policy.client_label_grants.get(c))
-                {
-                    grants.extend(own.iter().cloned());
-                }
-                grants
-            }
+            grants
         };
         self.policy.hidden_labels(&grants)
     }
