@@ -12,7 +12,7 @@ pub mod policy;
 pub mod relationships;
 
 use crate::auth::{Interaction, Principal, ResourceScope, ScopeContext};
-use crate::search::query::{AccessFilter, CareOf, Clause, Predicate, parse_criteria};
+use crate::search::query::{AccessFilter, CareOf, Clause, PatientSet, Predicate, parse_criteria};
 use compartment::Membership;
 pub use policy::{AccessPolicy, DenyAs};
 
@@ -208,7 +208,14 @@ fn grant(
     // context (an EHR launch gives clinicians patient/ scopes too).
     if scope.context != ScopeContext::System
         && let Some(practitioner) = subject.practitioner()
-        && let Some(clause) = care_clause(subject, resource_type, practitioner)?
+        && let Some(clause) = patients_clause(
+            resource_type,
+            PatientSet::CareOf(CareOf {
+                practitioner: practitioner.to_owned(),
+                window_secs: i64::from(subject.policy.care_window_hours) * 3600,
+                facility_specialties: subject.policy.facility_specialties.clone(),
+            }),
+        )?
     {
         clauses.push(clause);
         why.push_str(&format!(
@@ -218,7 +225,8 @@ fn grant(
     // A Backend Services client registered for a Group sees its members' records only.
     if scope.context == ScopeContext::System
         && let Some(group) = &principal.patient_group
-        && let Some(clause) = group_clause(resource_type, group)?
+        && let Some(clause) =
+            patients_clause(resource_type, PatientSet::GroupMembers(group.clone()))?
     {
         clauses.push(clause);
         why.push_str(&format!("; members of Group/{group}"));
@@ -273,16 +281,16 @@ fn indexed_compartment(resource_type: &str) -> Result<Option<(Vec<String>, bool)
     Ok(Some((params, patient_itself)))
 }
 
-/// The resource belongs to a member of `group` (`None`: the type holds no patient data).
-fn group_clause(resource_type: &str, group: &str) -> Result<Option<Clause>, String> {
+/// The resource belongs to a patient of `patients` (`None`: the type holds no patient data).
+fn patients_clause(resource_type: &str, patients: PatientSet) -> Result<Option<Clause>, String> {
     let Some((params, patient_itself)) = indexed_compartment(resource_type)? else {
         return Ok(None);
     };
     Ok(Some(Clause {
-        any_of: vec![Predicate::InGroup {
+        any_of: vec![Predicate::InPatients {
             params,
             patient_itself,
-            group: group.to_owned(),
+            patients,
         }],
         negated: false,
     }))
@@ -304,30 +312,6 @@ fn label_clause(hidden: &[String]) -> Clause {
         }],
         negated: true,
     }
-}
-
-/// The resource belongs to a patient in the practitioner's care set (`None`: the type holds
-/// no patient data).
-fn care_clause(
-    subject: &Subject<'_>,
-    resource_type: &str,
-    practitioner: &str,
-) -> Result<Option<Clause>, String> {
-    let Some((params, patient_itself)) = indexed_compartment(resource_type)? else {
-        return Ok(None);
-    };
-    Ok(Some(Clause {
-        any_of: vec![Predicate::InCareOf {
-            params,
-            patient_itself,
-            care: CareOf {
-                practitioner: practitioner.to_owned(),
-                window_secs: i64::from(subject.policy.care_window_hours) * 3600,
-                facility_specialties: subject.policy.facility_specialties.clone(),
-            },
-        }],
-        negated: false,
-    }))
 }
 
 /// One clause: the resource is in `patient`'s compartment (any membership parameter points
@@ -485,7 +469,12 @@ pub fn care_of(filter: &AccessFilter) -> Option<&CareOf> {
         .iter()
         .flatten()
         .find_map(|c| match c.any_of.as_slice() {
-            [Predicate::InCareOf { care, .. }] => Some(care),
+            [
+                Predicate::InPatients {
+                    patients: PatientSet::CareOf(care),
+                    ..
+                },
+            ] => Some(care),
             _ => None,
         })
 }
@@ -500,7 +489,15 @@ pub fn without_care(filter: &AccessFilter) -> AccessFilter {
             .map(|grant| {
                 grant
                     .iter()
-                    .filter(|c| !matches!(c.any_of.as_slice(), [Predicate::InCareOf { .. }]))
+                    .filter(|c| {
+                        !matches!(
+                            c.any_of.as_slice(),
+                            [Predicate::InPatients {
+                                patients: PatientSet::CareOf(_),
+                                ..
+                            }]
+                        )
+                    })
                     .cloned()
                     .collect()
             })

@@ -144,23 +144,26 @@ pub struct CareOf {
     pub facility_specialties: Vec<String>,
 }
 
+/// A set of patients defined by data, for access control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientSet {
+    /// A practitioner's care relationships.
+    CareOf(CareOf),
+    /// The member patients of a Group (a Backend Services client confined to a panel).
+    GroupMembers(String),
+}
+
 /// One condition on a resource (or, inside a chain, on the referenced resource).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predicate {
     Id(String),
-    /// The resource is in the compartment of a patient in the care set: one of `params`
-    /// references such a patient, or (`patient_itself`) it is such a Patient.
-    InCareOf {
+    /// The resource is in the compartment of a patient of `patients` (access control, never
+    /// a request parameter): one of `params` references such a patient, or
+    /// (`patient_itself`) it is such a Patient.
+    InPatients {
         params: Vec<String>,
         patient_itself: bool,
-        care: CareOf,
-    },
-    /// The resource is in the compartment of a member patient of `group` (access control:
-    /// a Backend Services client confined to a panel).
-    InGroup {
-        params: Vec<String>,
-        patient_itself: bool,
-        group: String,
+        patients: PatientSet,
     },
     /// Any of these exact (system, code) pairs (access control: security labels).
     TokenIn {

@@ -10,8 +10,8 @@ use sqlx::{Postgres, QueryBuilder};
 use super::resources::StoredVersion;
 use super::{Store, StoreError, TenantTx};
 use crate::search::query::{
-    AccessFilter, CareOf, Clause, CompositeSecond, Decimal, Include, IndexTable, Predicate, Prefix,
-    SearchQuery, SortBy, SortKey, StringMode, SystemMatch, max_includes,
+    AccessFilter, CareOf, Clause, CompositeSecond, Decimal, Include, IndexTable, PatientSet,
+    Predicate, Prefix, SearchQuery, SortBy, SortKey, StringMode, SystemMatch, max_includes,
 };
 use crate::search::values::DateRange;
 use crate::tenant::TenantId;
@@ -271,6 +271,21 @@ impl Sql {
         self.qb.push_bind(format!("{}%", escape_like(value)));
     }
 
+    /// `(SELECT patient_id ...)`: the patients of the set, now.
+    fn patient_set(&mut self, patients: &PatientSet, owner: Owner) {
+        match patients {
+            PatientSet::CareOf(care) => self.care_set(care, owner),
+            PatientSet::GroupMembers(group) => {
+                self.push(&format!(
+                    "(SELECT g.target_id FROM search_reference g WHERE g.tenant_id = {} AND g.resource_type = 'Group' AND g.resource_id = ",
+                    owner.tenant
+                ));
+                self.bind_text(group);
+                self.push(" AND g.param = 'member' AND g.target_type = 'Patient')");
+            }
+        }
+    }
+
     /// `(SELECT patient_id ...)`: the patients in `care`'s relationships, now.
     fn care_set(&mut self, care: &CareOf, owner: Owner) {
         self.push(&format!(
@@ -297,40 +312,6 @@ impl Sql {
 
     fn predicate(&mut self, p: &Predicate, owner: Owner) {
         match p {
-            Predicate::InGroup {
-                params,
-                patient_itself,
-                group,
-            } => {
-                let members = |sql: &mut Sql| {
-                    sql.push(&format!(
-                        "(SELECT g.target_id FROM search_reference g WHERE g.tenant_id = {} AND g.resource_type = 'Group' AND g.resource_id = ",
-                        owner.tenant
-                    ));
-                    sql.bind_text(group);
-                    sql.push(" AND g.param = 'member' AND g.target_type = 'Patient')");
-                };
-                self.push("(");
-                if *patient_itself {
-                    self.push(&format!(
-                        "({} = 'Patient' AND {} IN ",
-                        owner.resource_type, owner.id
-                    ));
-                    members(self);
-                    self.push(") OR ");
-                }
-                let a = self.alias();
-                self.push(&format!(
-                    "EXISTS (SELECT 1 FROM search_reference {a} WHERE {a}.tenant_id = {} AND {a}.resource_type = {} AND {a}.resource_id = {} AND {a}.param = ANY(",
-                    owner.tenant, owner.resource_type, owner.id
-                ));
-                self.qb.push_bind(params.clone());
-                self.push(&format!(
-                    ") AND {a}.target_type = 'Patient' AND {a}.target_id IN "
-                ));
-                members(self);
-                self.push("))");
-            }
             Predicate::TokenIn { param, pairs } => {
                 let a = self.open_exists(IndexTable::Token, owner, param);
                 let (systems, codes): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
@@ -342,10 +323,10 @@ impl Sql {
                 self.qb.push_bind(codes);
                 self.push("::text[])))");
             }
-            Predicate::InCareOf {
+            Predicate::InPatients {
                 params,
                 patient_itself,
-                care,
+                patients,
             } => {
                 self.push("(");
                 if *patient_itself {
@@ -353,7 +334,7 @@ impl Sql {
                         "({} = 'Patient' AND {} IN ",
                         owner.resource_type, owner.id
                     ));
-                    self.care_set(care, owner);
+                    self.patient_set(patients, owner);
                     self.push(") OR ");
                 }
                 let a = self.alias();
@@ -365,7 +346,7 @@ impl Sql {
                 self.push(&format!(
                     ") AND {a}.target_type = 'Patient' AND {a}.target_id IN "
                 ));
-                self.care_set(care, owner);
+                self.patient_set(patients, owner);
                 self.push("))");
             }
             Predicate::Id(id) => {
