@@ -173,17 +173,16 @@ impl Authenticated {
         resource_type: &str,
         id: &str,
     ) -> Result<(), FhirError> {
-        if matches!(visibility, Visibility::All) {
+        let Visibility::Filtered(filter) = visibility else {
             return Ok(());
+        };
+        if store
+            .is_hidden(self.tenant(), resource_type, id, filter)
+            .await?
+        {
+            return Err(self.outside(resource_type, id));
         }
-        match store.read(self.tenant(), resource_type, id).await {
-            Ok(_) => {
-                self.check_visible(store, visibility, resource_type, id)
-                    .await
-            }
-            Err(crate::store::StoreError::NotFound | crate::store::StoreError::Gone(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 
     /// The refusal of one resource outside the decision: 403, or 404 where the tenant's

@@ -681,14 +681,10 @@ async fn check_existing(
         return Ok(());
     };
     let t = e.target.resource_type();
-    if tx.read(t, id).await.is_err() {
-        return Ok(());
-    }
-    let ids = [id.to_owned()];
-    if tx.visible_ids(t, &ids, filter).await?.contains(id) {
-        Ok(())
-    } else {
+    if tx.is_hidden(t, id, filter).await? {
         Err(at_entry(e.index, ctx.auth.outside(t, id)))
+    } else {
+        Ok(())
     }
 }
 

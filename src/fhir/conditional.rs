@@ -286,11 +286,7 @@ pub async fn update(
     // No match and the body names an id: that id must not be someone else's resource
     // the caller cannot see (the new state is checked at commit).
     if let Visibility::Filtered(filter) = &write
-        && tx.read(&resource_type, &id).await.is_ok()
-        && !tx
-            .visible_ids(&resource_type, std::slice::from_ref(&id), filter)
-            .await?
-            .contains(&id)
+        && tx.is_hidden(&resource_type, &id, filter).await?
     {
         return Err(auth.outside(&resource_type, &id));
     }

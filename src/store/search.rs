@@ -717,6 +717,20 @@ impl Store {
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
+    /// [`TenantTx::is_hidden`] in its own transaction.
+    pub async fn is_hidden(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        access: &AccessFilter,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let hidden = tx.is_hidden(resource_type, id, access).await?;
+        tx.commit().await?;
+        Ok(hidden)
+    }
+
     /// [`TenantTx::visible_ids`] in its own transaction.
     pub async fn visible_ids(
         &self,
@@ -958,6 +972,36 @@ impl TenantTx {
             return Err(StoreError::Gone(version.stamp()));
         }
         Ok((version, row.visible))
+    }
+
+    /// Does `resource_type/id` exist (undeleted) outside what `access` lets the caller see?
+    /// Before a change: an existing target must be visible; a new id is anyone's to take.
+    pub async fn is_hidden(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        access: &AccessFilter,
+    ) -> Result<bool, StoreError> {
+        let tenant = self.tenant().clone();
+        let mut sql = Sql {
+            qb: QueryBuilder::new("SELECT NOT (TRUE"),
+            aliases: 0,
+        };
+        sql.access(access);
+        sql.push(") FROM resources r WHERE r.tenant_id = ");
+        sql.bind_text(tenant.as_str());
+        sql.push(" AND r.resource_type = ");
+        sql.bind_text(resource_type);
+        sql.push(" AND r.id = ");
+        sql.bind_text(id);
+        sql.push(" AND NOT r.deleted");
+        let hidden: Option<bool> = sql
+            .qb
+            .build_query_scalar()
+            .persistent(true)
+            .fetch_optional(self.conn())
+            .await?;
+        Ok(hidden.unwrap_or(false))
     }
 
     /// Which of `ids` (of one type) the access filter lets the caller see, judged on the
