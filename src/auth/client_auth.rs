@@ -1,7 +1,7 @@
 //! SMART Backend Services client authentication: a `private_key_jwt` client assertion
 //! (RFC 7523), checked against the keys the client registered (inline JWKS or a JWKS URL).
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use super::fetch::DocumentFetcher;
@@ -105,10 +105,7 @@ pub async fn authenticate_client(
         return Err(ClientAuthError::Disabled);
     }
     let jwk = client_key(fetcher, &client, &kid, alg, &header.alg).await?;
-    let key = DecodingKey::from_jwk(
-        &serde_json::from_value(jwk).map_err(|_| ClientAuthError::UnknownKid(kid.clone()))?,
-    )
-    .map_err(|_| ClientAuthError::UnknownKid(kid.clone()))?;
+    let key = jwt::decoding_key(jwk).ok_or_else(|| ClientAuthError::UnknownKid(kid.clone()))?;
 
     let mut validation = Validation::new(alg);
     validation.set_issuer(&[&client.client_id]);
@@ -162,28 +159,13 @@ async fn client_key(
     alg: Algorithm,
     alg_name: &str,
 ) -> Result<serde_json::Value, ClientAuthError> {
-    let suitable = |jwks: &serde_json::Value| {
-        jwt::find_key(jwks, Some(kid))
-            .filter(|k| jwt::key_suits(k, alg, alg_name))
-            .cloned()
+    let key = match (&client.jwks, client.jwks_url.as_deref()) {
+        (Some(jwks), _) => jwt::suitable_key(jwks, Some(kid), alg, alg_name),
+        (None, Some(url)) => fetcher
+            .key(url, Some(kid), alg, alg_name)
+            .await
+            .map_err(|e| ClientAuthError::Keys(e.to_string()))?,
+        (None, None) => return Err(ClientAuthError::Keys("no keys registered".into())),
     };
-    if let Some(jwks) = &client.jwks {
-        return suitable(jwks).ok_or_else(|| ClientAuthError::UnknownKid(kid.to_owned()));
-    }
-    let url = client
-        .jwks_url
-        .as_deref()
-        .ok_or_else(|| ClientAuthError::Keys("no keys registered".into()))?;
-    let jwks = fetcher
-        .get(url)
-        .await
-        .map_err(|e| ClientAuthError::Keys(e.to_string()))?;
-    if let Some(key) = suitable(&jwks) {
-        return Ok(key);
-    }
-    let jwks = fetcher
-        .refresh(url)
-        .await
-        .map_err(|e| ClientAuthError::Keys(e.to_string()))?;
-    suitable(&jwks).ok_or_else(|| ClientAuthError::UnknownKid(kid.to_owned()))
+    key.ok_or_else(|| ClientAuthError::UnknownKid(kid.to_owned()))
 }

@@ -80,6 +80,23 @@ impl DocumentFetcher {
         self.fetch(url).await
     }
 
+    /// The key with `kid` suiting `alg` in the JWKS at `url`: from the cached copy, else
+    /// from a refetch (the publisher may have rotated; refetches are rate-limited).
+    pub async fn key(
+        &self,
+        url: &str,
+        kid: Option<&str>,
+        alg: jsonwebtoken::Algorithm,
+        alg_name: &str,
+    ) -> Result<Option<serde_json::Value>, FetchError> {
+        let cached = self.get(url).await?;
+        if let Some(key) = super::jwt::suitable_key(&cached, kid, alg, alg_name) {
+            return Ok(Some(key));
+        }
+        let fresh = self.refresh(url).await?;
+        Ok(super::jwt::suitable_key(&fresh, kid, alg, alg_name))
+    }
+
     fn cached(
         &self,
         url: &str,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use openidconnect::core::CoreProviderMetadata;
 use serde::Deserialize;
 
@@ -154,29 +154,12 @@ impl IdentityProviders {
                 "the discovery document names another issuer".into(),
             ));
         }
-        let suitable = |jwks: &serde_json::Value| {
-            jwt::find_key(jwks, header.kid.as_deref())
-                .filter(|k| jwt::key_suits(k, alg, &header.alg))
-                .cloned()
-        };
-        let jwks = fetcher
-            .get(&jwks_uri)
+        let jwk = fetcher
+            .key(&jwks_uri, header.kid.as_deref(), alg, &header.alg)
             .await
-            .map_err(|e| TokenError::Keys(e.to_string()))?;
-        let jwk = match suitable(&jwks) {
-            Some(k) => k,
-            None => {
-                let jwks = fetcher
-                    .refresh(&jwks_uri)
-                    .await
-                    .map_err(|e| TokenError::Keys(e.to_string()))?;
-                suitable(&jwks).ok_or(TokenError::UnknownKey)?
-            }
-        };
-        let key = DecodingKey::from_jwk(
-            &serde_json::from_value(jwk).map_err(|_| TokenError::UnknownKey)?,
-        )
-        .map_err(|_| TokenError::UnknownKey)?;
+            .map_err(|e| TokenError::Keys(e.to_string()))?
+            .ok_or(TokenError::UnknownKey)?;
+        let key = jwt::decoding_key(jwk).ok_or(TokenError::UnknownKey)?;
         let audience = trusted.audience.as_deref().unwrap_or(fhir_base);
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[&trusted.issuer]);

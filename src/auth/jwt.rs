@@ -106,6 +106,24 @@ pub fn find_key<'a>(
     }
 }
 
+/// The key with `kid` in `jwks` that suits `alg` (type, curve, its own `alg`).
+pub fn suitable_key(
+    jwks: &serde_json::Value,
+    kid: Option<&str>,
+    alg: Algorithm,
+    alg_name: &str,
+) -> Option<serde_json::Value> {
+    find_key(jwks, kid)
+        .filter(|k| key_suits(k, alg, alg_name))
+        .cloned()
+}
+
+/// A verification key from a JWK, or `None` when it is not one.
+pub fn decoding_key(jwk: serde_json::Value) -> Option<jsonwebtoken::DecodingKey> {
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).ok()?;
+    jsonwebtoken::DecodingKey::from_jwk(&jwk).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
