@@ -42,6 +42,28 @@ pub struct AccessClaims {
     pub hearth_patient_group: Option<String>,
 }
 
+impl AccessClaims {
+    /// A token of `tenant` for `subject`, issued and audienced by the tenant's FHIR base,
+    /// valid `ttl_secs` from now, with a fresh jti.
+    fn new(tenant: &TenantId, fhir_base: &str, subject: &str, scope: &str, ttl_secs: u64) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        AccessClaims {
+            iss: fhir_base.to_owned(),
+            sub: subject.to_owned(),
+            aud: fhir_base.to_owned(),
+            exp: now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2)),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scope.to_owned(),
+            hearth_tenant: tenant.to_string(),
+            client_id: None,
+            fhir_user: None,
+            patient: None,
+            hearth_patient_group: None,
+        }
+    }
+}
+
 /// Who a minted token speaks for, beyond its subject.
 #[derive(Debug, Clone, Default)]
 pub struct TokenContext {
@@ -183,21 +205,9 @@ impl TokenService {
         ttl_secs: u64,
         context: TokenContext,
     ) -> Result<String, TokenError> {
-        let now = chrono::Utc::now().timestamp();
-        let claims = AccessClaims {
-            iss: fhir_base.to_owned(),
-            sub: subject.to_owned(),
-            aud: fhir_base.to_owned(),
-            exp: now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
-            iat: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            scope: scope.to_owned(),
-            hearth_tenant: tenant.to_string(),
-            client_id: None,
-            fhir_user: context.fhir_user,
-            patient: context.patient,
-            hearth_patient_group: None,
-        };
+        let mut claims = AccessClaims::new(tenant, fhir_base, subject, scope, ttl_secs);
+        claims.fhir_user = context.fhir_user;
+        claims.patient = context.patient;
         self.sign(tenant, &claims).await
     }
 
@@ -212,21 +222,9 @@ impl TokenService {
         ttl_secs: u64,
         patient_group: Option<&str>,
     ) -> Result<(String, AccessClaims), TokenError> {
-        let now = chrono::Utc::now().timestamp();
-        let claims = AccessClaims {
-            iss: fhir_base.to_owned(),
-            sub: client_id.to_owned(),
-            aud: fhir_base.to_owned(),
-            exp: now + i64::try_from(ttl_secs).unwrap_or(300),
-            iat: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            scope: scope.to_owned(),
-            hearth_tenant: tenant.to_string(),
-            client_id: Some(client_id.to_owned()),
-            fhir_user: None,
-            patient: None,
-            hearth_patient_group: patient_group.map(str::to_owned),
-        };
+        let mut claims = AccessClaims::new(tenant, fhir_base, client_id, scope, ttl_secs);
+        claims.client_id = Some(client_id.to_owned());
+        claims.hearth_patient_group = patient_group.map(str::to_owned);
         let token = self.sign(tenant, &claims).await?;
         Ok((token, claims))
     }
