@@ -12,7 +12,7 @@ use common::{Ctx, ctx, patient};
 use hearth::config::{Config, FeedConfig, MllpListenerConfig};
 use hearth::hl7v2::service::{self, MllpService};
 use hearth::ops::Metrics;
-use hearth::store::{CareKind, CareLink, SiteType};
+use hearth::store::{CareKind, CareLink, CareRelationship, SiteType};
 use serde_json::{Value, json};
 
 async fn links(ctx: &Ctx, practitioner: &str) -> Vec<CareLink> {
@@ -84,13 +84,15 @@ async fn encounter_participants_are_linked_until_the_encounter_is_voided_or_dele
         assert_eq!(
             found,
             vec![CareLink {
-                practitioner_id: dr.to_owned(),
-                patient_id: p.clone(),
-                kind: CareKind::Encounter,
+                relationship: CareRelationship {
+                    practitioner_id: dr.to_owned(),
+                    patient_id: p.clone(),
+                    kind: CareKind::Encounter,
+                    started_at: Utc.with_ymd_and_hms(2024, 3, 11, 13, 30, 0).single(),
+                    ended_at: None,
+                },
                 source_type: "Encounter".to_owned(),
                 source_id: enc_id.clone(),
-                started_at: Utc.with_ymd_and_hms(2024, 3, 11, 13, 30, 0).single(),
-                ended_at: None,
             }],
             "{dr}"
         );
@@ -117,7 +119,7 @@ async fn encounter_participants_are_linked_until_the_encounter_is_voided_or_dele
     put(&ctx, &enc).await;
     let finished = links(&ctx, "dr-a").await;
     assert_eq!(finished.len(), 1);
-    assert!(finished[0].ended_at.is_some(), "{finished:?}");
+    assert!(finished[0].relationship.ended_at.is_some(), "{finished:?}");
     assert!(
         links(&ctx, "dr-b").await.is_empty(),
         "dr-b left the encounter"
@@ -178,21 +180,21 @@ async fn care_team_members_are_linked_while_the_team_is_active() {
     assert_eq!(a.len(), 1);
     assert_eq!(
         (
-            a[0].kind,
+            a[0].relationship.kind,
             a[0].source_type.as_str(),
             a[0].source_id.as_str()
         ),
         (CareKind::CareTeam, "CareTeam", team_id.as_str())
     );
-    assert_eq!(a[0].patient_id, p);
+    assert_eq!(a[0].relationship.patient_id, p);
     assert_eq!(
-        a[0].started_at,
+        a[0].relationship.started_at,
         Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single()
     );
     let c = links(&ctx, "dr-c").await;
     assert_eq!(c.len(), 1);
     assert_eq!(
-        (c[0].started_at, c[0].ended_at),
+        (c[0].relationship.started_at, c[0].relationship.ended_at),
         (
             Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).single(),
             Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).single()
@@ -307,7 +309,7 @@ async fn a_transaction_bundle_writes_the_rows_with_its_resources() {
     let found = links(&ctx, "dr-a").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
-        found[0].patient_id, patient_id,
+        found[0].relationship.patient_id, patient_id,
         "the placeholder was resolved"
     );
     assert_eq!(found[0].source_id, enc_id);
@@ -404,10 +406,12 @@ async fn an_hl7_admit_links_the_visit_practitioners() {
     for dr in &practitioners {
         let found = links(&h.ctx, dr).await;
         assert_eq!(found.len(), 1, "{dr}: {found:?}");
-        assert_eq!(found[0].patient_id, patient_id);
+        assert_eq!(found[0].relationship.patient_id, patient_id);
         assert_eq!(found[0].source_id, id_of(enc));
-        assert_eq!(found[0].kind, CareKind::Encounter);
-        assert!(found[0].started_at.is_some() && found[0].ended_at.is_none());
+        assert_eq!(found[0].relationship.kind, CareKind::Encounter);
+        assert!(
+            found[0].relationship.started_at.is_some() && found[0].relationship.ended_at.is_none()
+        );
     }
     assert!(
         patient_sites(&h.ctx, &patient_id)

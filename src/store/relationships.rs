@@ -118,13 +118,9 @@ impl RelationshipRows {
 /// A stored care relationship, with the resource that states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CareLink {
-    pub practitioner_id: String,
-    pub patient_id: String,
-    pub kind: CareKind,
+    pub relationship: CareRelationship,
     pub source_type: String,
     pub source_id: String,
-    pub started_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// A stored practitioner site, with the PractitionerRole that states it.
@@ -280,14 +276,16 @@ impl Store {
             .map(
                 |(practitioner_id, patient_id, kind, source_type, source_id, s, e)| {
                     Ok(CareLink {
-                        practitioner_id,
-                        patient_id,
-                        kind: CareKind::parse(&kind)
-                            .ok_or(StoreError::Corrupt("unknown care relationship kind"))?,
+                        relationship: CareRelationship {
+                            practitioner_id,
+                            patient_id,
+                            kind: CareKind::parse(&kind)
+                                .ok_or(StoreError::Corrupt("unknown care relationship kind"))?,
+                            started_at: s,
+                            ended_at: e,
+                        },
                         source_type,
                         source_id,
-                        started_at: s,
-                        ended_at: e,
                     })
                 },
             )
