@@ -108,6 +108,17 @@ async fn every_data_route_leaves_an_audit_event() {
             patient: Some(pid.clone()),
         },
         Case {
+            name: "read of a clinical resource",
+            method: reqwest::Method::GET,
+            path: format!("Observation/{oid}"),
+            body: None,
+            token: t.clone(),
+            event: "read",
+            status: 200,
+            entity: Some(format!("Observation/{oid}")),
+            patient: Some(pid.clone()),
+        },
+        Case {
             name: "vread",
             method: reqwest::Method::GET,
             path: format!("Observation/{oid}/_history/1"),

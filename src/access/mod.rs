@@ -373,17 +373,26 @@ pub fn confined_to_patient(
         && compartment::membership_of(resource_type) != Membership::Outside
 }
 
+/// The Patient-compartment parameters of a type, and whether it is Patient itself (no
+/// parameters: the type holds no patient data).
+pub fn compartment_params(resource_type: &str) -> (&'static [String], bool) {
+    match compartment::membership_of(resource_type) {
+        Membership::Outside => (&[], false),
+        Membership::PatientItself(params) => (params, true),
+        Membership::Through(params) => (params, false),
+    }
+}
+
 /// The patients (ids) whose compartment `resource` is in — for the audit record of a read.
 pub fn patients_of(
     resource_type: &str,
     resource: &serde_json::Value,
     local_base: &str,
 ) -> Vec<String> {
-    let (params, itself) = match compartment::membership_of(resource_type) {
-        Membership::Outside => return Vec::new(),
-        Membership::PatientItself(params) => (params, true),
-        Membership::Through(params) => (params, false),
-    };
+    let (params, itself) = compartment_params(resource_type);
+    if params.is_empty() && !itself {
+        return Vec::new();
+    }
     let mut patients: Vec<String> =
         crate::search::extract_params(resource_type, resource, local_base, Some(params))
             .into_iter()

@@ -10,7 +10,7 @@ use super::body::{self, is_valid_id};
 use super::conditional;
 use super::negotiate::{self, FHIR_JSON, ReturnPreference};
 use super::outcome::{FhirError, Issue, IssueType, Severity, operation_outcome};
-use crate::access::Visibility;
+use crate::access::{self, Visibility};
 use crate::auth::Interaction;
 use crate::conformance::R4Structure;
 use crate::state::AppState;
@@ -208,13 +208,26 @@ pub async fn read(
         Visibility::All => None,
         Visibility::Filtered(f) => Some(f),
     };
+    let (patient_params, patient_itself) = access::compartment_params(&resource_type);
     let mut tx = state.store.begin(tenant_of(&auth)).await?;
-    let (stored, visible) = tx.read_visible(&resource_type, &id, filter).await?;
+    let (stored, visible, mut patients) = tx
+        .read_visible(&resource_type, &id, filter, patient_params)
+        .await?;
     if !visible {
         return Err(auth.outside(&resource_type, &id));
     }
-    // The read and its audit row commit together: one transaction per read.
-    auth.note_served([&stored]);
+    // The read and its audit row commit together: one transaction per read. Its patients
+    // come from the index rows, not from parsing the resource again.
+    if patient_itself {
+        patients.push(stored.id.clone());
+    }
+    auth.note(|n| {
+        n.entities.push(format!(
+            "{}/{}/_history/{}",
+            stored.resource_type, stored.id, stored.version_id
+        ));
+        n.patients = patients;
+    });
     auth.record_read_in(&mut tx, "read", crate::audit::AuditAction::Read)
         .await?;
     tx.commit().await?;

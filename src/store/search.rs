@@ -920,13 +920,15 @@ impl TenantTx {
     }
 
     /// Read the current version and, in the same statement, whether `access` lets the
-    /// caller see it (`true` when there is no filter). `Gone`/`NotFound` as `read`.
+    /// caller see it (`true` when there is no filter) and the patients its `patient_params`
+    /// reference (from the index, for the audit record). `Gone`/`NotFound` as `read`.
     pub async fn read_visible(
         &mut self,
         resource_type: &str,
         id: &str,
         access: Option<&AccessFilter>,
-    ) -> Result<(StoredVersion, bool), StoreError> {
+        patient_params: &[String],
+    ) -> Result<(StoredVersion, bool, Vec<String>), StoreError> {
         #[derive(sqlx::FromRow)]
         struct Row {
             resource_type: String,
@@ -936,6 +938,7 @@ impl TenantTx {
             deleted: bool,
             content: Option<String>,
             visible: bool,
+            patients: Vec<String>,
         }
         let tenant = self.tenant().clone();
         let mut sql = Sql {
@@ -947,7 +950,9 @@ impl TenantTx {
         if let Some(access) = access {
             sql.access(access);
         }
-        sql.push(") AS visible FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.resource_type = r.resource_type AND v.id = r.id AND v.version_id = r.version_id WHERE r.tenant_id = ");
+        sql.push(") AS visible, ARRAY(SELECT DISTINCT p.target_id FROM search_reference p WHERE p.tenant_id = r.tenant_id AND p.resource_type = r.resource_type AND p.resource_id = r.id AND p.target_type = 'Patient' AND p.target_id IS NOT NULL AND p.param = ANY(");
+        sql.qb.push_bind(patient_params.to_vec());
+        sql.push(")) AS patients FROM resources r JOIN resource_versions v ON v.tenant_id = r.tenant_id AND v.resource_type = r.resource_type AND v.id = r.id AND v.version_id = r.version_id WHERE r.tenant_id = ");
         sql.bind_text(tenant.as_str());
         sql.push(" AND r.resource_type = ");
         sql.bind_text(resource_type);
@@ -971,7 +976,7 @@ impl TenantTx {
         if version.deleted {
             return Err(StoreError::Gone(version.stamp()));
         }
-        Ok((version, row.visible))
+        Ok((version, row.visible, row.patients))
     }
 
     /// Does `resource_type/id` exist (undeleted) outside what `access` lets the caller see?
