@@ -19,6 +19,62 @@ pub struct Config {
     pub log: LogConfig,
     pub mllp: MllpConfig,
     pub audit: AuditConfig,
+    pub app: AppConfig,
+}
+
+/// The SMART app (`crate::app`): sessions of clinicians who launched Hearth from an EHR.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// HEARTH_APP_IDLE_TIMEOUT_SECS: a session with no activity for this long is ended
+    /// (automatic logoff on shared workstations).
+    pub idle_timeout_secs: u64,
+    /// HEARTH_APP_SESSION_LIFETIME_SECS: a session ends this long after launch, active or not.
+    pub session_lifetime_secs: u64,
+    /// HEARTH_APP_SESSION_KEY: 32 bytes, base64, sealing the EHR tokens kept for a session.
+    /// Without it a random key is made at start (sessions do not survive a restart and are
+    /// not shared between instances).
+    pub session_key: Option<String>,
+    /// How long a launch may take between the redirect to the EHR and the callback.
+    pub launch_ttl_secs: u64,
+    /// HEARTH_APP_DEMO_EHR: Hearth's `demo` tenant plays an EHR (authorize endpoint with a
+    /// patient/practitioner picker). Only with HEARTH_MODE=demo: refused otherwise.
+    pub demo_ehr: bool,
+    /// HEARTH_APP_ALLOW_HTTP_EHR: EHRs on plain http (loopback tests and the demo only).
+    pub allow_http_ehr: bool,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            idle_timeout_secs: 15 * 60,
+            session_lifetime_secs: 12 * 3600,
+            session_key: None,
+            launch_ttl_secs: 600,
+            demo_ehr: false,
+            allow_http_ehr: false,
+        }
+    }
+}
+
+/// What Hearth runs as: a production server, or a demo with extra demo-only features.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    #[default]
+    Production,
+    Demo,
+}
+
+impl std::str::FromStr for RunMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "production" => Ok(RunMode::Production),
+            "demo" => Ok(RunMode::Demo),
+            other => Err(format!("{other:?} is not production or demo")),
+        }
+    }
 }
 
 /// The audit log (`crate::audit`).
@@ -132,6 +188,8 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// HEARTH_MAX_BUNDLE_ENTRIES: transaction and batch Bundles with more entries get 413.
     pub max_bundle_entries: usize,
+    /// HEARTH_MODE: `production` (default) or `demo`.
+    pub mode: RunMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +237,7 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_timeout_secs: 30,
             max_bundle_entries: 1000,
+            mode: RunMode::Production,
         }
     }
 }
@@ -229,6 +288,8 @@ pub enum ConfigError {
     Env { name: &'static str, reason: String },
     #[error("no database configured: set DATABASE_URL or [database] url")]
     NoDatabase,
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
 }
 
 impl Config {
@@ -319,12 +380,45 @@ impl Config {
         if let Some(v) = var("HEARTH_AUDIT_SEAL_INTERVAL_MS") {
             self.audit.seal_interval_ms = parsed("HEARTH_AUDIT_SEAL_INTERVAL_MS", v)?;
         }
+        if let Some(v) = var("HEARTH_MODE") {
+            self.server.mode = parsed("HEARTH_MODE", v)?;
+        }
+        if let Some(v) = var("HEARTH_APP_IDLE_TIMEOUT_SECS") {
+            self.app.idle_timeout_secs = parsed("HEARTH_APP_IDLE_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_APP_SESSION_LIFETIME_SECS") {
+            self.app.session_lifetime_secs = parsed("HEARTH_APP_SESSION_LIFETIME_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_APP_SESSION_KEY") {
+            self.app.session_key = Some(v);
+        }
+        if let Some(v) = var("HEARTH_APP_DEMO_EHR") {
+            self.app.demo_ehr = parsed("HEARTH_APP_DEMO_EHR", v)?;
+        }
+        if let Some(v) = var("HEARTH_APP_ALLOW_HTTP_EHR") {
+            self.app.allow_http_ehr = parsed("HEARTH_APP_ALLOW_HTTP_EHR", v)?;
+        }
         if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
             self.log.filter = v;
         }
         self.server.public_base_url = self.server.public_base_url.trim_end_matches('/').into();
         // SMART Backend Services: access tokens live at most five minutes.
         self.auth.backend_token_ttl_secs = self.auth.backend_token_ttl_secs.clamp(1, 300);
+        self.validate()
+    }
+
+    /// Combinations that must never run.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.app.demo_ehr && self.server.mode != RunMode::Demo {
+            return Err(ConfigError::Invalid(
+                "app.demo_ehr (HEARTH_APP_DEMO_EHR) is a demo feature: it needs HEARTH_MODE=demo",
+            ));
+        }
+        if self.app.idle_timeout_secs == 0 || self.app.session_lifetime_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "app.idle_timeout_secs and app.session_lifetime_secs must be positive",
+            ));
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Hearth: a FHIR-native integration server. See ARCHITECTURE.md for the map.
 
 pub mod access;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod bench_search;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod ehr;
 pub mod fhir;
 pub mod hl7v2;
 pub mod oauth;

@@ -21,6 +21,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("refusing to serve: {0}")]
     UnsafeRole(String),
+    #[error("app session key: {0}")]
+    SessionKey(#[from] crate::auth::seal::SealError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen: {0}")]
@@ -47,7 +49,19 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
             "database schema is behind; run `hearth migrate`"
         );
     }
+    let app_sealer = match &config.app.session_key {
+        Some(key) => crate::auth::seal::Sealer::from_base64(key)?,
+        None => {
+            tracing::warn!(
+                "no app.session_key (HEARTH_APP_SESSION_KEY): app sessions end when this process does"
+            );
+            crate::auth::seal::Sealer::random()
+        }
+    };
     Ok(AppState {
+        app_sealer,
+        ehr_documents: crate::auth::fetch::DocumentFetcher::new(config.app.allow_http_ehr),
+        ehr_http: crate::ehr::client::http_client(std::time::Duration::from_secs(30)),
         tokens: TokenService::new(store.clone()).with_clock_skew(config.auth.clock_skew_secs),
         key_documents: crate::auth::fetch::DocumentFetcher::new(config.auth.allow_http_key_urls),
         identity_providers: crate::auth::idp::IdentityProviders::new(store.clone()),
@@ -79,6 +93,7 @@ pub fn http_server(
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics_endpoint))
+            .configure(crate::app::configure)
             .configure(crate::oauth::configure)
             .configure(crate::fhir::configure)
             .default_service(web::to(crate::fhir::not_found))

@@ -31,6 +31,12 @@ pub struct AppState {
     pub access_policies: RwLock<HashMap<TenantId, (Arc<AccessPolicy>, Instant)>>,
     /// Practitioners' current specialties, re-read at most every [`SPECIALTIES_TTL`].
     pub specialties: RwLock<SpecialtiesCache>,
+    /// The SMART app's session secrets key.
+    pub app_sealer: crate::auth::seal::Sealer,
+    /// EHRs' SMART configurations and JWKS, cached (the app's launches).
+    pub ehr_documents: crate::auth::fetch::DocumentFetcher,
+    /// Token requests and FHIR API calls to EHRs (no redirects followed).
+    pub ehr_http: reqwest::Client,
 }
 
 /// (tenant, practitioner id) → (specialties, when read).

@@ -55,6 +55,11 @@ const ALL_TABLES: &[&str] = &[
     "audit_anchors",
     "audit_seal_state",
     "hl7_messages",
+    "ehr_registrations",
+    "app_client_keys",
+    "app_launches",
+    "app_sessions",
+    "ehr_sync_marks",
 ];
 
 #[tokio::test]

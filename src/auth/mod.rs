@@ -5,8 +5,10 @@ pub mod client_auth;
 pub mod fetch;
 pub mod idp;
 pub mod jwt;
+pub mod launch;
 pub mod registration;
 pub mod scopes;
+pub mod seal;
 mod tokens;
 
 pub use scopes::{Interaction, ResourceScope, ScopeContext, ScopeSet};

@@ -105,8 +105,20 @@ pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
     let pem = secret
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| TokenError::Key(e.to_string()))?;
-    let jwk: serde_json::Value = serde_json::from_str(&secret.public_key().to_jwk_string())
-        .map_err(|e| TokenError::Key(e.to_string()))?;
+    let (kid, public_jwk) = ec_public_jwk(&secret.public_key().to_jwk_string(), ALG)?;
+    Ok(SigningKeyRow {
+        kid,
+        alg: ALG.to_owned(),
+        private_key_pem: pem.to_string(),
+        public_jwk,
+    })
+}
+
+/// An EC public key's JWK as published (`kid` = its RFC 7638 thumbprint, `alg`, `use`),
+/// from the JWK text the curve crate writes.
+pub fn ec_public_jwk(jwk_text: &str, alg: &str) -> Result<(String, serde_json::Value), TokenError> {
+    let jwk: serde_json::Value =
+        serde_json::from_str(jwk_text).map_err(|e| TokenError::Key(e.to_string()))?;
     let field = |name: &str| {
         jwk.get(name)
             .and_then(|v| v.as_str())
@@ -123,14 +135,9 @@ pub fn generate_signing_key() -> Result<SigningKeyRow, TokenError> {
     let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
     let public_jwk = serde_json::json!({
         "kty": field("kty"), "crv": field("crv"), "x": field("x"), "y": field("y"),
-        "kid": kid, "alg": ALG, "use": "sig",
+        "kid": kid, "alg": alg, "use": "sig",
     });
-    Ok(SigningKeyRow {
-        kid,
-        alg: ALG.to_owned(),
-        private_key_pem: pem.to_string(),
-        public_jwk,
-    })
+    Ok((kid, public_jwk))
 }
 
 /// How long a verified token is remembered, at most (never past its `exp`). A revocation on

@@ -6,6 +6,7 @@
 //! only one.
 
 mod access;
+mod app;
 mod hl7;
 mod hook;
 mod index;
@@ -22,6 +23,7 @@ use sqlx::{Postgres, Transaction};
 use crate::tenant::TenantId;
 
 pub use access::set_tenant_access_policy;
+pub use app::{EhrRegistrationRow, LaunchRow, NewSession, SessionEnd, SessionRow};
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use hook::{CommitHook, HookFuture, WrittenVersion, with_commit_hook};
 pub use oauth::{ClientRow, TrustedIssuerRow};
@@ -58,6 +60,10 @@ pub enum StoreError {
     Forbidden(String),
     #[error("tenant already exists")]
     TenantExists,
+    /// A configuration row the database refuses (duplicate, out of range); the text says
+    /// which rule, never the row's values.
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("stored data is unreadable: {0}")]
     Corrupt(&'static str),
     #[error("database error (SQLSTATE {})", sqlstate(.0).as_deref().unwrap_or("none"))]

@@ -24,6 +24,8 @@ pub enum CareKind {
     Encounter,
     /// A member of a CareTeam of the patient.
     CareTeam,
+    /// The user of an app session the EHR launched in the patient's context.
+    EhrLaunch,
 }
 
 impl CareKind {
@@ -31,6 +33,7 @@ impl CareKind {
         match self {
             CareKind::Encounter => "encounter",
             CareKind::CareTeam => "care-team",
+            CareKind::EhrLaunch => "ehr-launch",
         }
     }
 
@@ -38,6 +41,7 @@ impl CareKind {
         match text {
             "encounter" => Some(CareKind::Encounter),
             "care-team" => Some(CareKind::CareTeam),
+            "ehr-launch" => Some(CareKind::EhrLaunch),
             _ => None,
         }
     }

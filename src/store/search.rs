@@ -293,10 +293,11 @@ impl Sql {
             owner.tenant
         ));
         self.bind_text(&care.practitioner);
-        self.push(" AND (cr.ended_at IS NULL OR cr.ended_at > now() - make_interval(secs => ");
+        // A launch's relationship holds for its session only, without the after-care window.
+        self.push(" AND (cr.ended_at IS NULL OR cr.ended_at > now() - CASE WHEN cr.kind = 'ehr-launch' THEN interval '0' ELSE make_interval(secs => ");
         self.qb.push_bind(care.window_secs as f64);
         self.push(&format!(
-            ")) UNION ALL SELECT ps.patient_id FROM patient_sites ps JOIN practitioner_sites pr ON pr.tenant_id = ps.tenant_id AND pr.site_type = ps.site_type AND pr.site_id = ps.site_id WHERE ps.tenant_id = {} AND ps.ended_at IS NULL AND pr.practitioner_id = ",
+            ") END) UNION ALL SELECT ps.patient_id FROM patient_sites ps JOIN practitioner_sites pr ON pr.tenant_id = ps.tenant_id AND pr.site_type = ps.site_type AND pr.site_id = ps.site_id WHERE ps.tenant_id = {} AND ps.ended_at IS NULL AND pr.practitioner_id = ",
             owner.tenant
         ));
         self.bind_text(&care.practitioner);
