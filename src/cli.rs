@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: IdpCommand,
     },
+    /// EHRs (Epic, Oracle Health, ...) that launch Hearth's SMART app for a tenant.
+    Ehr {
+        #[command(subcommand)]
+        command: EhrCommand,
+    },
     /// Mint an access token for a tenant's FHIR API.
     Token {
         #[arg(long)]
@@ -241,6 +246,44 @@ pub enum IdpCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum EhrCommand {
+    /// Register (or update) an EHR: launches from its `iss` open the tenant's app.
+    Register {
+        #[arg(long)]
+        tenant: String,
+        /// A short name for this registration, e.g. `epic-prod`.
+        #[arg(long)]
+        id: String,
+        /// What clinicians see, e.g. "Epic".
+        #[arg(long)]
+        name: String,
+        /// The EHR's FHIR base URL, exactly as its launches send `iss`.
+        #[arg(long)]
+        iss: String,
+        /// Hearth's client id at the EHR.
+        #[arg(long)]
+        client_id: String,
+        /// `public` (PKCE only) or `private-key-jwt` (Hearth's key, JWKS at /app/{tenant}/jwks).
+        #[arg(long, default_value = "public")]
+        client_auth: String,
+        /// Scopes of an EHR launch.
+        #[arg(long, default_value = "launch openid fhirUser patient/*.rs")]
+        scopes: String,
+        /// Scopes of a standalone launch.
+        #[arg(long, default_value = "launch/patient openid fhirUser patient/*.rs")]
+        standalone_scopes: String,
+        /// An origin allowed to frame the app (repeat for several).
+        #[arg(long = "frame-ancestor")]
+        frame_ancestors: Vec<String>,
+    },
+    /// List a tenant's EHR registrations and what to register at each EHR.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -398,6 +441,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::Audit { command } => audit_command(&config, command, &mut out).await?,
         Command::Client { command } => client_command(&config, command, &mut out).await?,
         Command::Idp { command } => idp_command(&config, command, &mut out).await?,
+        Command::Ehr { command } => ehr_command(&config, command, &mut out).await?,
         Command::Token {
             tenant,
             scope,
@@ -776,6 +820,95 @@ async fn client_command(
             }
         }
     }
+    Ok(())
+}
+
+async fn ehr_command(
+    config: &Config,
+    command: EhrCommand,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        EhrCommand::Register {
+            tenant,
+            id,
+            name,
+            iss,
+            client_id,
+            client_auth,
+            scopes,
+            standalone_scopes,
+            frame_ancestors,
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            crate::auth::launch::ClientAuth::parse(&client_auth)
+                .ok_or(crate::auth::registration::RegistrationError::ClientAuth)?;
+            crate::auth::registration::check_ehr_registration(
+                &iss,
+                &frame_ancestors,
+                &scopes,
+                &standalone_scopes,
+                config.app.allow_http_ehr,
+            )?;
+            let store = app_store(config).await?;
+            require_tenant(&store, &tenant).await?;
+            store
+                .put_ehr_registration(
+                    &tenant,
+                    &store::EhrRegistrationRow {
+                        id: id.clone(),
+                        name,
+                        iss: iss.clone(),
+                        client_id,
+                        client_auth,
+                        scopes,
+                        standalone_scopes,
+                        frame_ancestors,
+                    },
+                )
+                .await?;
+            writeln!(
+                out,
+                "tenant {tenant}: launches from {iss} open the app (registration {id})"
+            )?;
+            ehr_instructions(config, &tenant, out)?;
+        }
+        EhrCommand::List { tenant } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = app_store(config).await?;
+            for r in store.ehr_registrations(&tenant).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\tclient={}\t{}\tscopes={}\tframe-ancestors={}",
+                    r.id,
+                    r.name,
+                    r.iss,
+                    r.client_id,
+                    r.client_auth,
+                    r.scopes,
+                    r.frame_ancestors.join(" ")
+                )?;
+            }
+            ehr_instructions(config, &tenant, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// What an operator enters at the EHR (Epic App Orchard/Showroom, Oracle Health code console).
+fn ehr_instructions(
+    config: &Config,
+    tenant: &TenantId,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let base = &config.server.public_base_url;
+    writeln!(out, "register at the EHR:")?;
+    writeln!(out, "  launch URL    {base}/app/launch")?;
+    writeln!(out, "  redirect URI  {base}/app/callback")?;
+    writeln!(
+        out,
+        "  JWKS URL      {base}/app/{tenant}/jwks   (private-key-jwt clients)"
+    )?;
     Ok(())
 }
 

@@ -306,6 +306,8 @@ pub async fn callback(
         registration,
     };
     run_sync(&state, &session, &granted).await?;
+    // The sync's time is not the clinician's inactivity.
+    state.store.touch_session(&tenant, session.row.id).await?;
 
     let mut response = see_other(&format!("/app/patient/{patient}")).finish();
     let _ = response.add_cookie(&app_cookie(

@@ -331,7 +331,7 @@ pub fn summary_page(chrome: &Chrome, view: &SummaryView) -> String {
     let groups: Vec<&ResourceGroup> = view.groups.iter().filter(|g| !g.items.is_empty()).collect();
     let main = html! {
         h1 { "Patient summary" }
-        (sync_status(&view.sync))
+        (sync_status(&view.sync, chrome.session.as_ref()))
         @if groups.is_empty() {
             (empty_record(view.sync.outcome))
         } @else {
@@ -600,7 +600,7 @@ fn app_nav(patient_id: &str, section: Section) -> Markup {
     }
 }
 
-fn sync_status(sync: &SyncStatus) -> Markup {
+fn sync_status(sync: &SyncStatus, session: Option<&SessionChrome>) -> Markup {
     // Words and a symbol carry the outcome; the colour only repeats it.
     let (class, symbol, words) = match sync.outcome {
         SyncOutcome::Complete => ("complete", "✓", "Sync complete"),
@@ -633,6 +633,12 @@ fn sync_status(sync: &SyncStatus) -> Markup {
             @if !sync.problems.is_empty() {
                 h3 { "Problems" }
                 ul.problems { @for problem in &sync.problems { li { (problem) } } }
+            }
+            @if let Some(s) = session {
+                form method="post" action=(format!("/app/patient/{}/sync", path_segment(s.patient_id))) {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    button type="submit" { "Sync again from the EHR" }
+                }
             }
         }
     }

@@ -23,6 +23,53 @@ pub enum RegistrationError {
     Url(#[from] super::fetch::FetchError),
     #[error(transparent)]
     Discovery(#[from] TokenError),
+    #[error("the EHR's FHIR base (iss) must be an absolute https URL without query or fragment")]
+    Iss,
+    #[error("frame ancestor {0} is not an origin (https://host[:port])")]
+    FrameAncestor(String),
+    #[error("client auth must be public or private-key-jwt")]
+    ClientAuth,
+    #[error("the EHR launch scopes must include launch, the standalone scopes launch/patient")]
+    LaunchScope,
+}
+
+/// An EHR registration's URLs and scopes: `iss` absolute (https unless `allow_http`),
+/// frame ancestors origins only (they go into a CSP header verbatim), launch scopes present.
+pub fn check_ehr_registration(
+    iss: &str,
+    frame_ancestors: &[String],
+    scopes: &str,
+    standalone_scopes: &str,
+    allow_http: bool,
+) -> Result<(), RegistrationError> {
+    let scheme_ok =
+        |url: &str| url.starts_with("https://") || (allow_http && url.starts_with("http://"));
+    let parsed = reqwest::Url::parse(iss).map_err(|_| RegistrationError::Iss)?;
+    if !scheme_ok(iss)
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
+        || iss.chars().any(char::is_whitespace)
+    {
+        return Err(RegistrationError::Iss);
+    }
+    for ancestor in frame_ancestors {
+        let is_origin = reqwest::Url::parse(ancestor).is_ok_and(|u| {
+            scheme_ok(ancestor)
+                && u.path() == "/"
+                && !ancestor.ends_with('/')
+                && u.query().is_none()
+                && u.username().is_empty()
+        });
+        if !is_origin {
+            return Err(RegistrationError::FrameAncestor(ancestor.clone()));
+        }
+    }
+    let has = |list: &str, scope: &str| list.split_whitespace().any(|s| s == scope);
+    if !has(scopes, "launch") || !has(standalone_scopes, "launch/patient") {
+        return Err(RegistrationError::LaunchScope);
+    }
+    Ok(())
 }
 
 /// A client's inline JWKS: public signature keys with kids.
@@ -117,5 +164,45 @@ mod tests {
         );
         assert!(check_client_scopes("patient/*.rs").is_err());
         assert!(check_client_scopes("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod ehr_registration_tests {
+    use super::*;
+
+    #[test]
+    fn ehr_registrations_need_https_bases_origin_ancestors_and_launch_scopes() {
+        let ok = |iss: &str, anc: &[&str]| {
+            let anc: Vec<String> = anc.iter().map(|s| s.to_string()).collect();
+            check_ehr_registration(iss, &anc, "launch openid", "launch/patient openid", false)
+        };
+        assert!(
+            ok(
+                "https://ehr.example.org/api/FHIR/R4",
+                &["https://ehr.example.org"]
+            )
+            .is_ok()
+        );
+        assert!(ok("http://ehr.example.org/R4", &[]).is_err());
+        assert!(ok("https://ehr.example.org/R4?x=1", &[]).is_err());
+        assert!(
+            ok(
+                "https://ehr.example.org/R4",
+                &["https://ehr.example.org/path"]
+            )
+            .is_err()
+        );
+        assert!(
+            ok(
+                "https://ehr.example.org/R4",
+                &["https://a.org; script-src *"]
+            )
+            .is_err()
+        );
+        assert!(ok("https://ehr.example.org/R4", &["*"]).is_err());
+        assert!(
+            check_ehr_registration("https://e/R4", &[], "openid", "launch/patient", false).is_err()
+        );
     }
 }

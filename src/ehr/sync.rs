@@ -421,8 +421,12 @@ async fn inline_attachments(client: &EhrClient, resource: &mut Value, problems: 
         if declared.as_deref().is_some_and(|t| !is_text(t)) {
             continue;
         }
+        // FHIR servers may answer a Binary as FHIR JSON instead of its raw content type.
+        let accept = declared
+            .as_deref()
+            .map(|t| format!("{t}, application/fhir+json;q=0.9"));
         match client
-            .fetch_attachment(&url, declared.as_deref(), MAX_ATTACHMENT_BYTES)
+            .fetch_attachment(&url, accept.as_deref(), MAX_ATTACHMENT_BYTES)
             .await
         {
             Ok((content_type, bytes)) => {

@@ -2,6 +2,7 @@
 //! system), a fresh tenant per test, real PostgreSQL from `scripts/test.sh`.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod peer;
 pub mod smart;
 
@@ -17,6 +18,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The app's inactivity timeout in the test server.
+pub const APP_IDLE_SECS: u64 = 6;
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -47,6 +50,10 @@ pub fn server() -> &'static TestServer {
         // and a short leeway keeps expiry tests quick.
         config.auth.allow_http_key_urls = true;
         config.auth.clock_skew_secs = 2;
+        // The SMART app tests' EHR is a plain-http loopback peer, and a short inactivity
+        // timeout keeps the automatic-logoff tests quick.
+        config.app.allow_http_ehr = true;
+        config.app.idle_timeout_secs = APP_IDLE_SECS;
         let server_config = config.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
