@@ -30,18 +30,30 @@ name = "any-sender"
 time_zone = "America/New_York"
 TOML
 export HEARTH_CONFIG=.hearth/demo.toml
+# Demo mode: the demo tenant also plays an EHR (authorize endpoint with a patient and
+# practitioner picker) that launches the SMART app into the tenant demo-app. The EHR is
+# this server on plain http, which only the demo allows.
+export HEARTH_MODE=demo HEARTH_APP_DEMO_EHR=true HEARTH_APP_ALLOW_HTTP_EHR=true
 
 "$hearth" migrate
 "$hearth" tenant create demo --name "Demo Health System" --if-missing
 "$hearth" load --tenant demo scripts/demo-data/*.json
 # A few hundred more resources through the generator (same write path as everything else).
 "$hearth" demo-data --tenant demo --patients 10
+"$hearth" tenant create demo-app --name "Demo Health System (SMART app)" --if-missing
+"$hearth" ehr register --tenant demo-app --id demo-ehr --name "Demo EHR" \
+    --iss "$HEARTH_PUBLIC_BASE_URL/fhir/demo" --client-id hearth-demo-app --client-auth public \
+    --scopes "launch openid fhirUser patient/*.rs" \
+    --standalone-scopes "launch/patient openid fhirUser patient/*.rs" > /dev/null
 token=$("$hearth" token --tenant demo --scope "system/*.cruds" --ttl 86400)
 base="$HEARTH_PUBLIC_BASE_URL/fhir/demo"
 
 cat <<MSG
 
 Hearth is starting at $HEARTH_PUBLIC_BASE_URL with tenant "demo".
+
+  Try the SMART app: open $HEARTH_PUBLIC_BASE_URL/demo-ehr in a browser, pick a patient
+  and a practitioner, and launch Hearth from the demo EHR's chart.
 
   FHIR base       $base
   metadata        curl -s $base/metadata

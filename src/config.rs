@@ -42,6 +42,8 @@ pub struct AppConfig {
     pub demo_ehr: bool,
     /// HEARTH_APP_ALLOW_HTTP_EHR: EHRs on plain http (loopback tests and the demo only).
     pub allow_http_ehr: bool,
+    /// HEARTH_APP_DEMO_EHR_TENANT: the tenant that plays the demo EHR.
+    pub demo_ehr_tenant: String,
 }
 
 impl Default for AppConfig {
@@ -53,6 +55,7 @@ impl Default for AppConfig {
             launch_ttl_secs: 600,
             demo_ehr: false,
             allow_http_ehr: false,
+            demo_ehr_tenant: "demo".into(),
         }
     }
 }
@@ -395,6 +398,9 @@ impl Config {
         if let Some(v) = var("HEARTH_APP_DEMO_EHR") {
             self.app.demo_ehr = parsed("HEARTH_APP_DEMO_EHR", v)?;
         }
+        if let Some(v) = var("HEARTH_APP_DEMO_EHR_TENANT") {
+            self.app.demo_ehr_tenant = v;
+        }
         if let Some(v) = var("HEARTH_APP_ALLOW_HTTP_EHR") {
             self.app.allow_http_ehr = parsed("HEARTH_APP_ALLOW_HTTP_EHR", v)?;
         }
@@ -435,6 +441,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_ehr_is_refused_outside_demo_mode() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut config = Config::default();
+        let refused = config.apply_env(env(&[("HEARTH_APP_DEMO_EHR", "true")]));
+        assert!(matches!(refused, Err(ConfigError::Invalid(_))));
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[
+                ("HEARTH_APP_DEMO_EHR", "true"),
+                ("HEARTH_MODE", "demo"),
+            ]))
+            .expect("demo mode allows it");
+        assert!(config.app.demo_ehr);
+    }
 
     #[test]
     fn environment_overrides_file_which_overrides_defaults() {

@@ -12,6 +12,7 @@ pub mod bench_search;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod demo_ehr;
 pub mod ehr;
 pub mod fhir;
 pub mod hl7v2;

@@ -60,6 +60,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     };
     Ok(AppState {
         app_sealer,
+        demo_ehr: Default::default(),
         ehr_documents: crate::auth::fetch::DocumentFetcher::new(config.app.allow_http_ehr),
         ehr_http: crate::ehr::client::http_client(std::time::Duration::from_secs(30)),
         tokens: TokenService::new(store.clone()).with_clock_skew(config.auth.clock_skew_secs),
@@ -94,6 +95,7 @@ pub fn http_server(
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics_endpoint))
             .configure(crate::app::configure)
+            .configure(crate::demo_ehr::configure)
             .configure(crate::oauth::configure)
             .configure(crate::fhir::configure)
             .default_service(web::to(crate::fhir::not_found))

@@ -237,10 +237,28 @@ impl TokenService {
     }
 
     async fn sign(&self, tenant: &TenantId, claims: &AccessClaims) -> Result<String, TokenError> {
+        self.sign_jwt(tenant, claims, "at+jwt").await
+    }
+
+    /// An OpenID Connect ID token signed with the tenant's key (the demo EHR's logins).
+    pub async fn sign_id_token(
+        &self,
+        tenant: &TenantId,
+        claims: &serde_json::Value,
+    ) -> Result<String, TokenError> {
+        self.sign_jwt(tenant, claims, "JWT").await
+    }
+
+    async fn sign_jwt<T: serde::Serialize>(
+        &self,
+        tenant: &TenantId,
+        claims: &T,
+        typ: &str,
+    ) -> Result<String, TokenError> {
         let key = self.signing_key(tenant).await?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
-        header.typ = Some("at+jwt".to_owned());
+        header.typ = Some(typ.to_owned());
         let encoding = EncodingKey::from_ec_pem(key.private_key_pem.as_bytes())
             .map_err(|e| TokenError::Key(e.to_string()))?;
         jsonwebtoken::encode(&header, claims, &encoding).map_err(|e| TokenError::Key(e.to_string()))

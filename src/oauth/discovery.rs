@@ -78,9 +78,13 @@ pub async fn smart_configuration_endpoint(
     let mut builder = HttpResponse::Ok();
     cors(&mut builder);
     builder.insert_header((header::CACHE_CONTROL, "public, max-age=300"));
+    let mut document = smart_configuration(&state.fhir_base(&tenant));
+    if crate::demo_ehr::plays_ehr(&state, &tenant) {
+        crate::demo_ehr::extend_discovery(&mut document, &state.config.server.public_base_url);
+    }
     Ok(builder
         .content_type("application/json")
-        .body(smart_configuration(&state.fhir_base(&tenant)).to_string()))
+        .body(document.to_string()))
 }
 
 pub async fn preflight() -> HttpResponse {

@@ -256,6 +256,10 @@ pub async fn token(
     let form = form(&req, payload).await?;
     match param(&form, "grant_type") {
         Some("client_credentials") => {}
+        // The demo tenant playing an EHR (demo mode only) also logs users in.
+        Some("authorization_code") if crate::demo_ehr::plays_ehr(&state, &tenant) => {
+            return crate::demo_ehr::exchange_code(&state, &tenant, &form).await;
+        }
         Some(other) => {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type {other} is not supported; use client_credentials"

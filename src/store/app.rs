@@ -423,19 +423,39 @@ impl TenantTx {
             .fhir_user
             .and_then(|u| u.strip_prefix("Practitioner/"))
         {
-            sqlx::query(
-                "INSERT INTO care_relationships
-                     (tenant_id, practitioner_id, patient_id, kind, source_type, source_id, started_at, ended_at)
-                 VALUES ($1, $2, $3, 'ehr-launch', 'AppSession', $4, now(), $5)",
+            self.insert_launch_relationship(
+                practitioner,
+                session.patient_id,
+                &session.id.to_string(),
+                session.expires_at,
             )
-            .bind(&tenant)
-            .bind(practitioner)
-            .bind(session.patient_id)
-            .bind(session.id.to_string())
-            .bind(session.expires_at)
-            .execute(self.conn())
             .await?;
         }
+        Ok(())
+    }
+
+    /// An EHR launch's care relationship: the practitioner who opened the patient's chart,
+    /// until `ended_at` (source `AppSession`, id `source_id`).
+    pub async fn insert_launch_relationship(
+        &mut self,
+        practitioner_id: &str,
+        patient_id: &str,
+        source_id: &str,
+        ended_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tenant = self.tenant().as_str().to_owned();
+        sqlx::query(
+            "INSERT INTO care_relationships
+                 (tenant_id, practitioner_id, patient_id, kind, source_type, source_id, started_at, ended_at)
+             VALUES ($1, $2, $3, 'ehr-launch', 'AppSession', $4, now(), $5)",
+        )
+        .bind(&tenant)
+        .bind(practitioner_id)
+        .bind(patient_id)
+        .bind(source_id)
+        .bind(ended_at)
+        .execute(self.conn())
+        .await?;
         Ok(())
     }
 

@@ -36,53 +36,57 @@ pub struct TestServer {
 /// The server of this test binary, started on first use.
 pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let origin = format!("http://{}", listener.local_addr().expect("local addr"));
-        let mut config = Config::default();
-        config.database.url = Some(env("DATABASE_URL"));
-        config.database.migration_url = Some(env("HEARTH_MIGRATION_DATABASE_URL"));
-        config.database.max_connections = 16;
-        config.server.public_base_url = origin.clone();
-        config.server.max_body_bytes = MAX_BODY_BYTES;
-        config.server.workers = 2;
-        // The SMART tests' identity provider and JWKS servers are plain-http loopback peers,
-        // and a short leeway keeps expiry tests quick.
-        config.auth.allow_http_key_urls = true;
-        config.auth.clock_skew_secs = 2;
-        // The SMART app tests' EHR is a plain-http loopback peer, and a short inactivity
-        // timeout keeps the automatic-logoff tests quick.
-        config.app.allow_http_ehr = true;
-        config.app.idle_timeout_secs = APP_IDLE_SECS;
-        let server_config = config.clone();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let state = match hearth::server::prepare(server_config).await {
-                    Ok(state) => actix_web::web::Data::new(state),
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                match hearth::server::http_server(state, listener) {
-                    Ok(server) => {
-                        let _ = ready_tx.send(Ok(()));
-                        let _ = server.await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                    }
+    SERVER.get_or_init(|| start_server(|_| {}))
+}
+
+/// A server with the test configuration, changed by `adjust`, on an ephemeral port.
+pub fn start_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let origin = format!("http://{}", listener.local_addr().expect("local addr"));
+    let mut config = Config::default();
+    config.database.url = Some(env("DATABASE_URL"));
+    config.database.migration_url = Some(env("HEARTH_MIGRATION_DATABASE_URL"));
+    config.database.max_connections = 16;
+    config.server.public_base_url = origin.clone();
+    config.server.max_body_bytes = MAX_BODY_BYTES;
+    config.server.workers = 2;
+    // The SMART tests' identity provider and JWKS servers are plain-http loopback peers,
+    // and a short leeway keeps expiry tests quick.
+    config.auth.allow_http_key_urls = true;
+    config.auth.clock_skew_secs = 2;
+    // The SMART app tests' EHR is a plain-http loopback peer, and a short inactivity
+    // timeout keeps the automatic-logoff tests quick.
+    config.app.allow_http_ehr = true;
+    config.app.idle_timeout_secs = APP_IDLE_SECS;
+    adjust(&mut config);
+    let server_config = config.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let state = match hearth::server::prepare(server_config).await {
+                Ok(state) => actix_web::web::Data::new(state),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
                 }
-            });
+            };
+            match hearth::server::http_server(state, listener) {
+                Ok(server) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = server.await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
         });
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("hearth did not start: {e}"),
-            Err(e) => panic!("hearth server thread died: {e}"),
-        }
-        TestServer { origin, config }
-    })
+    });
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("hearth did not start: {e}"),
+        Err(e) => panic!("hearth server thread died: {e}"),
+    }
+    TestServer { origin, config }
 }
 
 /// A fresh tenant with a token that may do everything in it.
@@ -113,13 +117,17 @@ pub async fn owner_pool() -> PgPool {
 }
 
 pub async fn ctx() -> Ctx {
-    let server = server();
+    ctx_on(server(), unique_tenant()).await
+}
+
+/// A new tenant `tenant` on `server`, with a token that may do everything in it.
+pub async fn ctx_on(server: &TestServer, tenant: TenantId) -> Ctx {
     let store = Store::new(app_pool().await, 1000);
-    let tenant = unique_tenant();
-    store
-        .create_tenant(&tenant, "test tenant")
-        .await
-        .expect("create tenant");
+    match store.create_tenant(&tenant, "test tenant").await {
+        // Tests sharing a named tenant (the demo EHR's) create it once.
+        Ok(()) | Err(store::StoreError::TenantExists) => {}
+        Err(e) => panic!("create tenant: {e}"),
+    }
     let mut ctx = Ctx {
         origin: server.origin.clone(),
         tenant,
