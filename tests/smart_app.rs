@@ -7,7 +7,7 @@ mod common;
 use common::app::{
     Chart, Driver, NOTE_TEXT, PATIENT_FAMILY, browser, ehr_for, location, register, seed_chart,
 };
-use common::{APP_IDLE_SECS, Ctx, ctx};
+use common::{APP_IDLE_SECS, Ctx, TestServer, ctx, ctx_on, start_server, unique_tenant};
 use serde_json::{Value, json};
 
 struct Setup {
@@ -708,4 +708,156 @@ fn ehr_for_short_tokens(s: &Setup) -> common::app::Ehr {
         "launches": {"launch-a": {"user": "dr-smith", "patient": s.chart.patient}},
         "faults": {"refresh_without_refresh_token": true}
     }))
+}
+
+/// A second server named `localhost`: another site than the EHR's `127.0.0.1`, so the app
+/// in the EHR's iframe is a third-party context.
+fn other_site_server() -> &'static TestServer {
+    static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        start_server(|config| {
+            config.server.public_base_url = config
+                .server
+                .public_base_url
+                .replace("127.0.0.1", "localhost");
+        })
+    })
+}
+
+#[tokio::test]
+async fn the_app_works_inside_the_ehrs_iframe_on_another_site_and_only_there() {
+    let app = ctx_on(other_site_server(), unique_tenant()).await;
+    let ehr_tenant = ctx().await;
+    let chart = seed_chart(&ehr_tenant, 1).await;
+    let ehr = ehr_for(&app, &ehr_tenant, &chart, json!({}));
+    register(
+        &app,
+        &ehr,
+        "hearth-public",
+        "public",
+        std::slice::from_ref(&ehr.issuer),
+    )
+    .await;
+    let chart_url = format!(
+        "{}/chart?launch=launch-a&app={}",
+        ehr.issuer,
+        urlencode(&format!("{}/app/launch", app.origin))
+    );
+    let result = browser(json!([
+        {"name": "chart", "goto": chart_url},
+        {"name": "in-frame", "frame": "iframe#app"},
+        {"name": "summary", "expect_text": PATIENT_FAMILY},
+        {"name": "note-link", "click_text": "Progress note"},
+        {"name": "source", "expect_text": "metformin 1000 mg twice daily"},
+    ]));
+    assert_eq!(result["ok"], true, "browser scenario failed: {result}");
+    let summary = step(&result, "summary");
+    assert!(
+        summary["url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("{}/app/patient/", app.origin))
+    );
+
+    // The same chart, once the registration no longer names the EHR as a framer: the
+    // browser refuses to show the app's pages in the frame.
+    register(&app, &ehr, "hearth-public", "public", &[]).await;
+    let result = browser(json!([
+        {"name": "chart", "goto": chart_url},
+        {"name": "wait", "wait_ms": 3000},
+        {"name": "in-frame", "frame": "iframe#app"},
+        {"name": "framed", "observe": true},
+    ]));
+    let shown: Vec<&str> = result["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    assert!(
+        !shown.iter().any(|t| t.contains(PATIENT_FAMILY)),
+        "{result}"
+    );
+    let framed = result["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "chart"))
+        .expect("chart");
+    let requested: Vec<&str> = framed["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(|r| r["url"].as_str())
+        .collect();
+    assert!(
+        requested.iter().any(|u| u.contains("/app/patient/")),
+        "the frame did get as far as the summary, which the browser then blocked: {requested:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scope_string_too_long_for_a_url_goes_to_the_ehr_as_a_post_form() {
+    let s = setup(1).await;
+    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
+    // Granular v2 scopes, one per category and type, as a cautious health system asks for.
+    let mut scopes = String::from("launch openid fhirUser patient/*.rs");
+    for i in 0..30 {
+        scopes.push_str(&format!(" patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|cat-{i}"));
+    }
+    s.app
+        .store
+        .put_ehr_registration(
+            &s.app.tenant,
+            &hearth::store::EhrRegistrationRow {
+                id: "test-ehr".into(),
+                name: "Test EHR".into(),
+                iss: ehr.fhir_base.clone(),
+                client_id: "hearth-public".into(),
+                client_auth: "public".into(),
+                scopes,
+                standalone_scopes: common::app::STANDALONE_SCOPES.into(),
+                frame_ancestors: vec![],
+            },
+        )
+        .await
+        .expect("register");
+    let mut driver = Driver::new(&s.app.origin);
+    let response = driver
+        .hearth_get(&format!(
+            "/app/launch?iss={}&launch=launch-a",
+            urlencode(&ehr.fhir_base)
+        ))
+        .await;
+    assert_eq!(response.status(), 200, "a page with a form, not a redirect");
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains(&format!("form-action 'self' {};", ehr.issuer)),
+        "{csp}"
+    );
+    let html = response.text().await.expect("html");
+    assert!(
+        html.contains(&format!("action=\"{}/auth\"", ehr.issuer)),
+        "{html}"
+    );
+    assert!(html.contains("method=\"post\""), "{html}");
+
+    // In a browser the form submits itself and the launch completes.
+    let result = browser(json!([
+        {"name": "launch", "goto": format!("{}/app/launch?iss={}&launch=launch-a", s.app.origin, urlencode(&ehr.fhir_base))},
+        {"name": "summary", "expect_text": PATIENT_FAMILY},
+    ]));
+    assert_eq!(result["ok"], true, "browser scenario failed: {result}");
+    let log = ehr.log().await;
+    assert!(
+        log["authorize"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .any(|a| a["method"] == "POST"),
+        "{log}"
+    );
 }

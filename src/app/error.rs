@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use super::http::{PagePolicy, SESSION_COOKIE, removal};
+use super::http::{AppCookie, PagePolicy, SESSION_COOKIE};
 use super::pages::{Chrome, ErrorView, ended_page, error_page};
 use crate::auth::launch::LaunchError;
 use crate::store::{SessionEnd, StoreError};
@@ -181,7 +181,7 @@ impl ResponseError for AppError {
         };
         let mut response = policy.page(status, html);
         if matches!(self, AppError::NoSession | AppError::Ended(_)) {
-            let _ = response.add_cookie(&removal(SESSION_COOKIE));
+            AppCookie::removal(SESSION_COOKIE).set_on(&mut response);
         }
         response
     }

@@ -2,7 +2,7 @@
 //! for the one inline style, `frame-ancestors` from the EHR registration), no caching
 //! (pages show PHI), no referrer (callback URLs carry codes), and the app's cookies.
 
-use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::header::HeaderValue;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -77,22 +77,35 @@ pub fn origin_of(url: &str) -> Option<String> {
 }
 
 /// A cookie for the embedded browser: HttpOnly, Secure, SameSite=None (the app runs in the
-/// EHR's iframe, a third-party context), path /app.
-pub fn app_cookie(name: &'static str, value: String, max_age_secs: i64) -> Cookie<'static> {
-    Cookie::build(name, value)
-        .path(COOKIE_PATH)
-        .http_only(true)
-        .secure(true)
-        .same_site(SameSite::None)
-        .max_age(CookieDuration::seconds(max_age_secs))
-        .finish()
-}
+/// EHR's iframe, a third-party context), Partitioned (CHIPS: browsers that block
+/// third-party cookies still keep it, in the EHR page's partition), path /app. Written by
+/// hand: actix-web's cookie type has no `Partitioned`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCookie(String);
 
-/// The cookie that deletes `name`.
-pub fn removal(name: &'static str) -> Cookie<'static> {
-    let mut cookie = app_cookie(name, String::new(), 0);
-    cookie.make_removal();
-    cookie
+impl AppCookie {
+    pub fn new(name: &'static str, value: &str, max_age_secs: i64) -> AppCookie {
+        // Values are base64url tokens and tenant ids: nothing to quote or escape.
+        AppCookie(format!(
+            "{name}={value}; Path={COOKIE_PATH}; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=None; Partitioned"
+        ))
+    }
+
+    /// The cookie that deletes `name` (same path and partition).
+    pub fn removal(name: &'static str) -> AppCookie {
+        AppCookie::new(name, "", 0)
+    }
+
+    /// Add it to a response.
+    pub fn set_on(&self, response: &mut HttpResponse) {
+        if let Ok(value) = HeaderValue::from_str(&self.0) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A cookie value `{tenant}.{token}` split, the tenant checked.
@@ -103,7 +116,9 @@ pub fn tenant_token(value: &str) -> Option<(TenantId, &str)> {
 }
 
 pub fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
-    req.cookie(name).map(|c| c.value().to_owned())
+    req.cookie(name)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// 303 See Other to a path of the app.
@@ -142,8 +157,16 @@ mod tests {
         assert!(tenant_token("ACME.abc").is_none());
         assert!(tenant_token("acme.").is_none());
         assert!(tenant_token("nodot").is_none());
-        let cookie = app_cookie(SESSION_COOKIE, "acme.x".into(), 60).to_string();
-        for part in ["HttpOnly", "Secure", "SameSite=None", "Path=/app"] {
+        let cookie = AppCookie::new(SESSION_COOKIE, "acme.x", 60);
+        let cookie = cookie.as_str();
+        for part in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=None",
+            "Partitioned",
+            "Path=/app",
+            "Max-Age=60",
+        ] {
             assert!(cookie.contains(part), "{cookie}");
         }
     }

@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use super::error::AppError;
 use super::http::{
-    LAUNCH_COOKIE, PagePolicy, SESSION_COOKIE, app_cookie, cookie_value, removal, see_other,
-    tenant_token,
+    AppCookie, LAUNCH_COOKIE, PagePolicy, SESSION_COOKIE, cookie_value, see_other, tenant_token,
 };
 use super::pages::{Chrome, authorize_post_page};
 use super::session::{ActiveSession, SessionSecrets, registration_from_row, seal_context};
@@ -99,10 +98,10 @@ async fn begin(
             },
         )
         .await?;
-    let cookie = app_cookie(LAUNCH_COOKIE, browser, ttl);
+    let cookie = AppCookie::new(LAUNCH_COOKIE, &browser, ttl);
     if request.fits_in_url() {
         let mut response = see_other(&request.url).finish();
-        let _ = response.add_cookie(&cookie);
+        cookie.set_on(&mut response);
         return Ok(response);
     }
     // Too long for a URL: an auto-submitting POST form (SMART allows POST to authorize).
@@ -116,7 +115,7 @@ async fn begin(
     };
     let html = authorize_post_page(&chrome, &request.endpoint, &request.params);
     let mut response = policy.page(StatusCode::OK, html);
-    let _ = response.add_cookie(&cookie);
+    cookie.set_on(&mut response);
     Ok(response)
 }
 
@@ -310,12 +309,13 @@ pub async fn callback(
     state.store.touch_session(&tenant, session.row.id).await?;
 
     let mut response = see_other(&format!("/app/patient/{patient}")).finish();
-    let _ = response.add_cookie(&app_cookie(
+    AppCookie::new(
         SESSION_COOKIE,
-        format!("{tenant}.{session_token}"),
+        &format!("{tenant}.{session_token}"),
         lifetime,
-    ));
-    let _ = response.add_cookie(&removal(LAUNCH_COOKIE));
+    )
+    .set_on(&mut response);
+    AppCookie::removal(LAUNCH_COOKIE).set_on(&mut response);
     Ok(response)
 }
 

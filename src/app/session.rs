@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::error::AppError;
-use super::http::{SESSION_COOKIE, cookie_value, removal, see_other, tenant_token};
+use super::http::{AppCookie, SESSION_COOKIE, cookie_value, see_other, tenant_token};
 use crate::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
 use crate::auth::launch::{ClientAuth, EhrRegistration, GrantedTokens};
 use crate::auth::{Principal, ScopeSet, TokenIssuer};
@@ -202,7 +202,7 @@ pub async fn logout(
 
 fn ended_redirect(reason: &str) -> HttpResponse {
     let mut response = see_other(&format!("/app/ended?reason={reason}")).finish();
-    let _ = response.add_cookie(&removal(SESSION_COOKIE));
+    AppCookie::removal(SESSION_COOKIE).set_on(&mut response);
     response
 }
 
@@ -267,7 +267,7 @@ pub async fn ended(
         actix_web::http::StatusCode::OK,
         super::pages::ended_page(&chrome, heading, message),
     );
-    let _ = response.add_cookie(&removal(SESSION_COOKIE));
+    AppCookie::removal(SESSION_COOKIE).set_on(&mut response);
     Ok(response)
 }
 

@@ -59,6 +59,8 @@ pub fn start_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
     config.app.allow_http_ehr = true;
     config.app.idle_timeout_secs = APP_IDLE_SECS;
     adjust(&mut config);
+    // `adjust` may name the server differently (say, `localhost` for another site).
+    let origin = config.server.public_base_url.clone();
     let server_config = config.clone();
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {
