@@ -861,3 +861,54 @@ async fn a_scope_string_too_long_for_a_url_goes_to_the_ehr_as_a_post_form() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_standalone_launch_signs_in_at_the_ehr_and_opens_the_chosen_patient() {
+    let s = setup(1).await;
+    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
+    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let result = browser(json!([
+        {"name": "start", "goto": format!("{}/app/start?iss={}", s.app.origin, urlencode(&ehr.fhir_base))},
+        {"name": "login-page", "expect_text": "Sign-in"},
+        {"name": "login", "fill": "input[name=login]", "value": "dr-smith"},
+        {"name": "password", "fill": "input[name=password]", "value": "any"},
+        {"name": "submit", "press": "Enter"},
+        {"name": "summary", "expect_text": PATIENT_FAMILY},
+    ]));
+    assert_eq!(result["ok"], true, "browser scenario failed: {result}");
+    let log = ehr.log().await;
+    let authorize = &log["authorize"][0]["params"];
+    assert!(
+        authorize.get("launch").is_none() || authorize["launch"].is_null(),
+        "{authorize}"
+    );
+    assert!(
+        authorize["scope"]
+            .as_str()
+            .is_some_and(|s| s.split(' ').any(|s| s == "launch/patient"))
+    );
+    assert_eq!(authorize["aud"], ehr.fhir_base.as_str());
+}
+
+#[tokio::test]
+async fn an_ehr_that_is_down_gets_a_clear_page() {
+    let s = setup(0).await;
+    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
+    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let iss = ehr.fhir_base.clone();
+    drop(ehr); // the EHR goes away
+    let mut driver = Driver::new(&s.app.origin);
+    let response = driver
+        .hearth_get(&format!(
+            "/app/launch?iss={}&launch=launch-a",
+            urlencode(&iss)
+        ))
+        .await;
+    assert_eq!(response.status(), 502);
+    let html = response.text().await.expect("html");
+    assert!(html.contains("The EHR is not reachable"), "{html}");
+    assert!(
+        !html.contains("error sending request") && !html.contains("Connection refused"),
+        "no internals: {html}"
+    );
+}

@@ -253,7 +253,8 @@ pub async fn callback(
         fhir_user: fhir_user.as_deref(),
         user_display: user_display.as_deref(),
         scopes: &scopes,
-        need_patient_banner: granted.context.need_patient_banner,
+        // A standalone launch has no EHR screen around it: the app shows the banner.
+        need_patient_banner: granted.context.need_patient_banner || launch_row.standalone,
         smart_style: style.as_ref(),
         csrf: &csrf,
         secrets: &sealed,
