@@ -357,6 +357,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 }
             }
             let sealer = server::spawn_audit_sealer(&state);
+            let sweeper = server::spawn_session_sweeper(&state);
             tracing::info!(listen = %state.config.server.listen, "hearth serving");
             // SIGINT/SIGTERM end the HTTP server after its in-flight requests; then the MLLP
             // listeners stop accepting and finish the message each connection has in hand.
@@ -367,6 +368,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             if let Some(sealer) = sealer {
                 sealer.abort();
             }
+            sweeper.abort();
             served?;
             tracing::info!("hearth stopped");
         }

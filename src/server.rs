@@ -108,6 +108,16 @@ pub fn http_server(
     Ok(server)
 }
 
+/// The background app-session sweeper: ends sessions nobody came back to, a quarter of
+/// the idle timeout after they went idle at most.
+pub fn spawn_session_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let every = (state.config.app.idle_timeout_secs / 4).clamp(1, 60);
+    tokio::spawn(crate::app::session::run_session_sweeper(
+        state.store.clone(),
+        Duration::from_secs(every),
+    ))
+}
+
 /// The background audit sealer (`audit.seal_interval_ms`; 0 = none): it hash-chains every
 /// tenant's new audit events, off the request path. Stops when the handle is aborted or the
 /// runtime ends.

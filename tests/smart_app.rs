@@ -282,6 +282,21 @@ async fn the_sync_stores_every_page_with_its_source_and_a_provenance_and_relaunc
     assert_eq!(summary.status(), 200);
     let html = summary.text().await.expect("html");
     assert!(html.contains("Hemoglobin A1c"));
+    // The EHR's smart_style_url colours the page (its background, in the nonce'd style).
+    let style: Value = reqwest::get(format!("{}/style.json", ehr.issuer))
+        .await
+        .expect("style")
+        .json()
+        .await
+        .expect("json");
+    let background = style["color_background"]
+        .as_str()
+        .expect("background")
+        .to_ascii_lowercase();
+    assert!(
+        html.contains("<style nonce=") && html.to_ascii_lowercase().contains(&background),
+        "{html}"
+    );
 
     // A relaunch asks only for what changed since.
     let before = fhir.len();
@@ -546,7 +561,22 @@ async fn an_idle_session_is_ended_by_the_server_and_logout_ends_it_at_once() {
     let cookies = driver.hearth_cookies.clone();
     let summary = format!("/app/patient/{}", s.chart.patient);
     assert_eq!(driver.hearth_get(&summary).await.status(), 200);
-    tokio::time::sleep(std::time::Duration::from_secs(APP_IDLE_SECS + 1)).await;
+    // Nobody comes back: the sweeper (as `hearth serve` runs it) ends the session on time.
+    let sweeper = tokio::spawn(hearth::app::session::run_session_sweeper(
+        s.app.store.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    tokio::time::sleep(std::time::Duration::from_secs(APP_IDLE_SECS + 2)).await;
+    sweeper.abort();
+    let logouts = audit_events(&s.app, "app-logout").await;
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert!(
+        logouts[0]
+            .3
+            .as_deref()
+            .unwrap_or_default()
+            .contains("inactive")
+    );
     let response = driver.hearth_get(&summary).await;
     assert_eq!(response.status(), 401);
     assert!(

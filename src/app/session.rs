@@ -12,7 +12,7 @@ use crate::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
 use crate::auth::launch::{ClientAuth, EhrRegistration, GrantedTokens};
 use crate::auth::{Principal, ScopeSet, TokenIssuer};
 use crate::state::AppState;
-use crate::store::{EhrRegistrationRow, SessionEnd, SessionRow};
+use crate::store::{EhrRegistrationRow, SessionEnd, SessionRow, Store};
 use crate::tenant::TenantId;
 
 /// Header app.js sends its CSRF token in (the activity ping).
@@ -93,6 +93,18 @@ pub fn registration_from_row(row: EhrRegistrationRow) -> Result<EhrRegistration,
     })
 }
 
+/// Why a session is over now, if it is: its lifetime ran out, or it was idle too long.
+fn due_end(row: &SessionRow) -> Option<SessionEnd> {
+    let now = Utc::now();
+    if now >= row.expires_at {
+        Some(SessionEnd::Expired)
+    } else if (now - row.last_seen_at).num_seconds() >= i64::from(row.idle_timeout_secs) {
+        Some(SessionEnd::Inactive)
+    } else {
+        None
+    }
+}
+
 /// The request's live session, its activity noted; an idle or expired one is ended here.
 pub async fn current(req: &HttpRequest, state: &AppState) -> Result<ActiveSession, AppError> {
     let (tenant, row) = lookup(req, state).await?.ok_or(AppError::NoSession)?;
@@ -103,27 +115,9 @@ pub async fn current(req: &HttpRequest, state: &AppState) -> Result<ActiveSessio
             _ => SessionEnd::Logout,
         }));
     }
-    let now = Utc::now();
-    let idle = now - row.last_seen_at;
-    let end = if now >= row.expires_at {
-        Some(SessionEnd::Expired)
-    } else if idle.num_seconds() >= i64::from(row.idle_timeout_secs) {
-        Some(SessionEnd::Inactive)
-    } else {
-        None
-    };
-    let registration = state
-        .store
-        .ehr_registration(&tenant, &row.registration_id)
-        .await?
-        .ok_or(AppError::NoSession)?;
-    let session = ActiveSession {
-        tenant,
-        row,
-        registration: registration_from_row(registration)?,
-    };
-    if let Some(end) = end {
-        end_session(state, &session, end).await?;
+    let session = with_registration(&state.store, tenant, row).await?;
+    if let Some(end) = due_end(&session.row) {
+        end_session(&state.store, &session, end).await?;
         return Err(AppError::Ended(end));
     }
     state
@@ -131,6 +125,54 @@ pub async fn current(req: &HttpRequest, state: &AppState) -> Result<ActiveSessio
         .touch_session(&session.tenant, session.row.id)
         .await?;
     Ok(session)
+}
+
+async fn with_registration(
+    store: &Store,
+    tenant: TenantId,
+    row: SessionRow,
+) -> Result<ActiveSession, AppError> {
+    let registration = store
+        .ehr_registration(&tenant, &row.registration_id)
+        .await?
+        .ok_or(AppError::NoSession)?;
+    Ok(ActiveSession {
+        tenant,
+        row,
+        registration: registration_from_row(registration)?,
+    })
+}
+
+/// The background sweeper of `hearth serve`: every `interval`, end the sessions nobody
+/// came back to (idle or past their lifetime), so their EHR tokens are wiped and the care
+/// relationship of their launch ends on time. Runs until dropped.
+pub async fn run_session_sweeper(store: Store, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let tenants = match store.tenants_with_stale_sessions().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "app session sweeper: cannot list tenants");
+                continue;
+            }
+        };
+        for tenant in tenants {
+            if let Err(e) = sweep_tenant(&store, &tenant).await {
+                tracing::warn!(tenant = %tenant, error = %e, "app session sweeper failed");
+            }
+        }
+    }
+}
+
+async fn sweep_tenant(store: &Store, tenant: &TenantId) -> Result<(), AppError> {
+    for row in store.stale_sessions(tenant).await? {
+        let Some(end) = due_end(&row) else { continue };
+        let session = with_registration(store, tenant.clone(), row).await?;
+        end_session(store, &session, end).await?;
+    }
+    Ok(())
 }
 
 async fn lookup(
@@ -155,11 +197,11 @@ async fn lookup(
 
 /// End the session (and its launch relationship) and audit it.
 pub async fn end_session(
-    state: &AppState,
+    store: &Store,
     session: &ActiveSession,
     end: SessionEnd,
 ) -> Result<(), AppError> {
-    let mut tx = state.store.begin(&session.tenant).await?;
+    let mut tx = store.begin(&session.tenant).await?;
     if tx.end_session(session.row.id, end).await? {
         let mut rec = AuditRecord::new("app-logout", AuditAction::Execute, AuditOutcome::Success);
         rec.agent = Some(session.agent());
@@ -196,7 +238,7 @@ pub async fn logout(
     if !constant_time_eq(form.csrf.as_bytes(), session.row.csrf.as_bytes()) {
         return Err(AppError::BadForm);
     }
-    end_session(&state, &session, SessionEnd::Logout).await?;
+    end_session(&state.store, &session, SessionEnd::Logout).await?;
     Ok(ended_redirect("logout"))
 }
 
@@ -240,7 +282,7 @@ pub async fn ended(
     if reason == "inactive"
         && let Ok(session) = current(&req, &state).await
     {
-        end_session(&state, &session, SessionEnd::Inactive).await?;
+        end_session(&state.store, &session, SessionEnd::Inactive).await?;
     }
     let (heading, message) = match reason {
         "inactive" => (

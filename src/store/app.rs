@@ -58,6 +58,10 @@ pub struct SessionRow {
     pub end_reason: Option<String>,
 }
 
+const SESSION_COLUMNS: &str = "id, registration_id, patient_id, encounter_id, fhir_user, \
+     user_display, scopes, need_patient_banner, smart_style, csrf, secrets, sync_report, \
+     created_at, last_seen_at, idle_timeout_secs, expires_at, ended_at, end_reason";
+
 /// A new session: the row, and its hashed browser token.
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -308,18 +312,41 @@ impl Store {
         token_hash: &[u8],
     ) -> Result<Option<SessionRow>, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query_as(
-            "SELECT id, registration_id, patient_id, encounter_id, fhir_user, user_display, scopes,
-                    need_patient_banner, smart_style, csrf, secrets, sync_report, created_at,
-                    last_seen_at, idle_timeout_secs, expires_at, ended_at, end_reason
-               FROM app_sessions WHERE tenant_id = $1 AND token_hash = $2",
-        )
+        let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM app_sessions WHERE tenant_id = $1 AND token_hash = $2"
+        )))
         .bind(tenant.as_str())
         .bind(token_hash)
         .fetch_optional(tx.conn())
         .await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Tenants with open sessions past their idle timeout or lifetime (the sweeper's list).
+    pub async fn tenants_with_stale_sessions(&self) -> Result<Vec<TenantId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT app_tenants_with_stale_sessions()")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| TenantId::parse(&id).ok())
+            .collect())
+    }
+
+    /// The tenant's open sessions past their idle timeout or lifetime.
+    pub async fn stale_sessions(&self, tenant: &TenantId) -> Result<Vec<SessionRow>, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM app_sessions
+              WHERE tenant_id = $1 AND ended_at IS NULL
+                AND (expires_at <= now() OR last_seen_at + make_interval(secs => idle_timeout_secs) <= now())"
+        )))
+        .bind(tenant.as_str())
+        .fetch_all(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// Note activity now.
