@@ -27,6 +27,43 @@ async fn setup(labs: usize) -> Setup {
     }
 }
 
+/// An EHR in front of the setup's chart, registered with the app's tenant (public client).
+async fn registered(s: &Setup, faults: Value) -> common::app::Ehr {
+    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, faults);
+    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    ehr
+}
+
+/// An EHR in front of the setup's chart (public client registered) and a browser-like
+/// driver that has launched the app for the patient (`launch-a`).
+async fn launched(s: &Setup, faults: Value) -> (common::app::Ehr, Driver) {
+    let ehr = registered(s, faults).await;
+    let mut driver = Driver::new(&s.app.origin);
+    assert_eq!(
+        driver.launch(&ehr.fhir_base, "launch-a").await.status(),
+        303
+    );
+    (ehr, driver)
+}
+
+async fn summary_html(driver: &mut Driver, s: &Setup) -> String {
+    driver
+        .hearth_get(&format!("/app/patient/{}", s.chart.patient))
+        .await
+        .text()
+        .await
+        .expect("html")
+}
+
+/// The CSRF token of a page's forms.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned()
+}
+
 fn step<'a>(result: &'a Value, name: &str) -> &'a Value {
     result["steps"]
         .as_array()
@@ -204,8 +241,7 @@ fn urlencode(text: &str) -> String {
 async fn the_sync_stores_every_page_with_its_source_and_a_provenance_and_relaunches_incrementally()
 {
     let s = setup(55).await; // more than one page of the EHR's default 50
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({"fhir_429": 2}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({"fhir_429": 2})).await;
     let mut driver = Driver::new(&s.app.origin);
     let callback = driver.launch(&ehr.fhir_base, "launch-a").await;
     assert_eq!(callback.status(), 303);
@@ -334,12 +370,7 @@ async fn a_type_the_ehr_refuses_is_reported_and_the_rest_is_synced() {
         driver.launch(&ehr.fhir_base, "launch-a").await.status(),
         303
     );
-    let html = driver
-        .hearth_get(&format!("/app/patient/{}", s.chart.patient))
-        .await
-        .text()
-        .await
-        .expect("html");
+    let html = summary_html(&mut driver, &s).await;
     assert!(
         html.contains("AllergyIntolerance: the EHR refused access to AllergyIntolerance (403)"),
         "{html}"
@@ -370,8 +401,7 @@ async fn launches_from_an_unregistered_iss_are_refused_without_contacting_it() {
 #[tokio::test]
 async fn a_tampered_replayed_or_foreign_state_opens_no_session() {
     let s = setup(0).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({})).await;
 
     // Tampered: one character of the state changed.
     let mut driver = Driver::new(&s.app.origin);
@@ -425,8 +455,7 @@ async fn a_tampered_replayed_or_foreign_state_opens_no_session() {
 #[tokio::test]
 async fn a_code_exchanged_with_another_launchs_pkce_verifier_is_refused() {
     let s = setup(0).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({})).await;
     let mut victim = Driver::new(&s.app.origin);
     let victim_authorize = victim.start_launch(&ehr.fhir_base, Some("launch-a")).await;
     let victim_callback = victim.authorize(&victim_authorize).await;
@@ -475,8 +504,7 @@ async fn id_tokens_for_another_audience_or_signed_by_another_key_are_refused() {
         json!({"id_token_foreign_key": true}),
     ] {
         let s = setup(0).await;
-        let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, fault.clone());
-        register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+        let ehr = registered(&s, fault.clone()).await;
         let mut driver = Driver::new(&s.app.origin);
         let response = driver.launch(&ehr.fhir_base, "launch-a").await;
         assert_eq!(response.status(), 502, "{fault}");
@@ -512,8 +540,7 @@ async fn id_tokens_for_another_audience_or_signed_by_another_key_are_refused() {
 #[tokio::test]
 async fn a_session_for_one_patient_shows_no_other_patient() {
     let s = setup(1).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({})).await;
     // The other patient's lab is in the app tenant too (say, from an earlier launch).
     let mut other = Driver::new(&s.app.origin);
     assert_eq!(other.launch(&ehr.fhir_base, "launch-b").await.status(), 303);
@@ -551,13 +578,7 @@ async fn a_session_for_one_patient_shows_no_other_patient() {
 #[tokio::test]
 async fn an_idle_session_is_ended_by_the_server_and_logout_ends_it_at_once() {
     let s = setup(0).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
-    let mut driver = Driver::new(&s.app.origin);
-    assert_eq!(
-        driver.launch(&ehr.fhir_base, "launch-a").await.status(),
-        303
-    );
+    let (ehr, mut driver) = launched(&s, json!({})).await;
     let cookies = driver.hearth_cookies.clone();
     let summary = format!("/app/patient/{}", s.chart.patient);
     assert_eq!(driver.hearth_get(&summary).await.status(), 200);
@@ -614,12 +635,7 @@ async fn an_idle_session_is_ended_by_the_server_and_logout_ends_it_at_once() {
         .text()
         .await
         .expect("html");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf field")
-        .to_owned();
+    let csrf = csrf_of(&html);
     assert_eq!(
         driver
             .hearth_post("/app/logout", &[("csrf", "wrong")])
@@ -676,18 +692,8 @@ async fn a_resync_refreshes_the_access_token_and_keeps_the_refresh_token_when_no
         driver.launch(&ehr.fhir_base, "launch-a").await.status(),
         303
     );
-    let html = driver
-        .hearth_get(&format!("/app/patient/{}", s.chart.patient))
-        .await
-        .text()
-        .await
-        .expect("html");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf field")
-        .to_owned();
+    let html = summary_html(&mut driver, &s).await;
+    let csrf = csrf_of(&html);
     for round in 0..2 {
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         let response = driver
@@ -895,8 +901,7 @@ async fn a_scope_string_too_long_for_a_url_goes_to_the_ehr_as_a_post_form() {
 #[tokio::test]
 async fn a_standalone_launch_signs_in_at_the_ehr_and_opens_the_chosen_patient() {
     let s = setup(1).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({})).await;
     let result = browser(json!([
         {"name": "start", "goto": format!("{}/app/start?iss={}", s.app.origin, urlencode(&ehr.fhir_base))},
         {"name": "login-page", "expect_text": "Sign-in"},
@@ -923,8 +928,7 @@ async fn a_standalone_launch_signs_in_at_the_ehr_and_opens_the_chosen_patient() 
 #[tokio::test]
 async fn an_ehr_that_is_down_gets_a_clear_page() {
     let s = setup(0).await;
-    let ehr = ehr_for(&s.app, &s.ehr_tenant, &s.chart, json!({}));
-    register(&s.app, &ehr, "hearth-public", "public", &[]).await;
+    let ehr = registered(&s, json!({})).await;
     let iss = ehr.fhir_base.clone();
     drop(ehr); // the EHR goes away
     let mut driver = Driver::new(&s.app.origin);

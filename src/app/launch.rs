@@ -436,8 +436,7 @@ pub async fn resync(
     path: web::Path<String>,
     form: web::Form<super::views::CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
-    let session = super::session::current(&req, &state).await?;
-    session.require_patient(&path)?;
+    let session = super::session::for_patient(&req, &state, &path).await?;
     form.check(&session)?;
     let mut secrets = session.secrets(&state)?;
     let expired = secrets

@@ -127,6 +127,18 @@ pub async fn current(req: &HttpRequest, state: &AppState) -> Result<ActiveSessio
     Ok(session)
 }
 
+/// The live session, for a page of `patient_id`: another patient's page is refused before
+/// anything is read.
+pub async fn for_patient(
+    req: &HttpRequest,
+    state: &AppState,
+    patient_id: &str,
+) -> Result<ActiveSession, AppError> {
+    let session = current(req, state).await?;
+    session.require_patient(patient_id)?;
+    Ok(session)
+}
+
 async fn with_registration(
     store: &Store,
     tenant: TenantId,

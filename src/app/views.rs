@@ -17,7 +17,7 @@ use super::pages::{
     SourceView, SummaryView, SyncStatus,
 };
 use super::render;
-use super::session::{ActiveSession, current};
+use super::session::{ActiveSession, current, for_patient};
 use crate::access::{self, OwnedSubject, Visibility};
 use crate::audit::{AuditAction, AuditOutcome, AuditRecord};
 use crate::auth::Interaction;
@@ -171,8 +171,7 @@ pub async fn summary(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let session = current(&req, &state).await?;
-    session.require_patient(&path)?;
+    let session = for_patient(&req, &state, &path).await?;
     let pid = session.row.patient_id.clone();
     let subject = subject(
         &state,
@@ -297,8 +296,7 @@ pub async fn source(
     query: web::Query<SourceQuery>,
 ) -> Result<HttpResponse, AppError> {
     let (pid, resource_type, id) = path.into_inner();
-    let session = current(&req, &state).await?;
-    session.require_patient(&pid)?;
+    let session = for_patient(&req, &state, &pid).await?;
     if !crate::ehr::sync::is_fhir_id(&id) || !resource_type.bytes().all(|b| b.is_ascii_alphabetic())
     {
         return Err(AppError::NotFound);
@@ -395,8 +393,7 @@ pub async fn prior_auth(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let session = current(&req, &state).await?;
-    session.require_patient(&path)?;
+    let session = for_patient(&req, &state, &path).await?;
     let ehr = ehr_label(&session);
     let frame = Frame::new(&session, None);
     let chrome = frame.chrome(

@@ -157,6 +157,22 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// Name every version in `written` (`Type/id/_history/n`) and the patients they belong
+    /// to, once each.
+    pub fn add_written(&mut self, written: &[crate::store::WrittenVersion]) {
+        for w in written {
+            self.entities.push(format!(
+                "{}/{}/_history/{}",
+                w.resource_type, w.id, w.version_id
+            ));
+            for p in &w.patients {
+                if !self.patients.contains(p) {
+                    self.patients.push(p.clone());
+                }
+            }
+        }
+    }
+
     /// An event with everything else empty.
     pub fn new(event: &'static str, action: AuditAction, outcome: AuditOutcome) -> Self {
         AuditRecord {

@@ -397,12 +397,18 @@ pub struct TokenEndpoint<'a> {
 }
 
 impl TokenEndpoint<'_> {
-    fn assertion(&self) -> Result<Option<String>, LaunchError> {
+    /// The extra form parameters of a token request: the client assertion, if any.
+    fn client_params(&self) -> Result<Vec<(&'static str, String)>, LaunchError> {
         match self.registration.client_auth {
-            ClientAuth::Public => Ok(None),
+            ClientAuth::Public => Ok(Vec::new()),
             ClientAuth::PrivateKeyJwt => {
                 let key = self.client_key.ok_or(LaunchError::Missing("client key"))?;
-                client_assertion(key, &self.registration.client_id, &self.endpoints.token).map(Some)
+                let assertion =
+                    client_assertion(key, &self.registration.client_id, &self.endpoints.token)?;
+                Ok(vec![
+                    ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+                    ("client_assertion", assertion),
+                ])
             }
         }
     }
@@ -413,10 +419,8 @@ impl TokenEndpoint<'_> {
         let mut request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
-        if let Some(assertion) = self.assertion()? {
-            request = request
-                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
-                .add_extra_param("client_assertion", assertion);
+        for (name, value) in self.client_params()? {
+            request = request.add_extra_param(name, value);
         }
         let response = request
             .request_async(self.http)
@@ -430,10 +434,8 @@ impl TokenEndpoint<'_> {
         let client = client(self.registration, self.endpoints, self.redirect_uri)?;
         let token = RefreshToken::new(refresh_token.to_owned());
         let mut request = client.exchange_refresh_token(&token);
-        if let Some(assertion) = self.assertion()? {
-            request = request
-                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
-                .add_extra_param("client_assertion", assertion);
+        for (name, value) in self.client_params()? {
+            request = request.add_extra_param(name, value);
         }
         let response = request
             .request_async(self.http)

@@ -496,17 +496,7 @@ impl CommitHook for SyncAudit {
                 "record sync from EHR registration {}",
                 self.registration
             ));
-            for w in written {
-                rec.entities.push(format!(
-                    "{}/{}/_history/{}",
-                    w.resource_type, w.id, w.version_id
-                ));
-                for p in &w.patients {
-                    if !rec.patients.contains(p) {
-                        rec.patients.push(p.clone());
-                    }
-                }
-            }
+            rec.add_written(written);
             crate::audit::record(tx, &rec).await
         })
     }

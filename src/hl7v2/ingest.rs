@@ -762,17 +762,7 @@ impl crate::store::CommitHook for IngestAudit {
             if self.replay {
                 rec.outcome_text = Some("replay of a stored message".to_owned());
             }
-            for w in written {
-                rec.entities.push(format!(
-                    "{}/{}/_history/{}",
-                    w.resource_type, w.id, w.version_id
-                ));
-                for p in &w.patients {
-                    if !rec.patients.contains(p) {
-                        rec.patients.push(p.clone());
-                    }
-                }
-            }
+            rec.add_written(written);
             crate::audit::record(tx, &rec).await
         })
     }
