@@ -946,3 +946,64 @@ async fn an_ehr_that_is_down_gets_a_clear_page() {
         "no internals: {html}"
     );
 }
+
+/// Not a test: launch-to-summary times, printed. Run with
+/// `cargo test --release --test smart_app -- --ignored --nocapture launch_benchmark`
+/// (after `eval "$(scripts/db.sh env hearth_test)"`). Asserts only that launches work.
+#[tokio::test]
+#[ignore]
+async fn launch_benchmark() {
+    let labs: usize = std::env::var("HEARTH_BENCH_LABS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rounds: usize = std::env::var("HEARTH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let s = setup(labs).await;
+    let ehr = registered(&s, json!({})).await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut callbacks = Vec::new();
+    let mut summaries = Vec::new();
+    let mut first = None;
+    for round in 0..rounds {
+        let mut driver = Driver::new(&s.app.origin);
+        let authorize = driver.start_launch(&ehr.fhir_base, Some("launch-a")).await;
+        let callback = driver.authorize(&authorize).await;
+        let started = std::time::Instant::now();
+        assert_eq!(driver.hearth_get(&callback).await.status(), 303);
+        let callback_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            driver
+                .hearth_get(&format!("/app/patient/{}", s.chart.patient))
+                .await
+                .status(),
+            200
+        );
+        let summary_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if round == 0 {
+            first = Some((callback_ms, summary_ms));
+        } else {
+            callbacks.push(callback_ms);
+            summaries.push(summary_ms);
+        }
+    }
+    let log = ehr.log().await;
+    let fhir = log["fhir"].as_array().expect("log");
+    let ehr_ms: f64 = fhir.iter().filter_map(|r| r["ms"].as_f64()).sum();
+    let (first_callback, first_summary) = first.expect("first round");
+    println!(
+        "launch_benchmark: {} resources ({labs} labs); first launch (full sync): callback {first_callback:.0} ms, summary {first_summary:.0} ms; \
+         relaunch (incremental, median of {}): callback {:.0} ms, summary {:.0} ms; EHR FHIR requests {} taking {ehr_ms:.0} ms in all (peer side)",
+        labs + 12,
+        rounds - 1,
+        median(callbacks),
+        median(summaries),
+        fhir.len(),
+    );
+}
