@@ -440,6 +440,26 @@ impl OwnedSubject {
     }
 }
 
+/// The filter a search runs with. A search pinned to patients all in the caller's care set
+/// needs no per-row care check: one lookup replaces it (labels and criteria stay in the SQL).
+pub async fn search_filter(
+    store: &crate::store::Store,
+    tenant: &crate::tenant::TenantId,
+    query: &crate::search::query::SearchQuery,
+    filter: AccessFilter,
+) -> Result<AccessFilter, crate::store::StoreError> {
+    if let (Some(care), Some(pinned)) = (
+        care_of(&filter),
+        pinned_patients(&query.resource_type, &query.clauses),
+    ) {
+        let permitted = store.patients_in_care(tenant, care, &pinned).await?;
+        if pinned.iter().all(|p| permitted.contains(p)) {
+            return Ok(without_care(&filter));
+        }
+    }
+    Ok(filter)
+}
+
 /// The patients a search is pinned to: one of its clauses requires a compartment-linking
 /// reference (`patient`, or a compartment parameter typed Patient; `_id` for Patient) to one
 /// of these ids, so every match is in one of their compartments.

@@ -208,7 +208,9 @@ pub async fn summary(
         };
         query.access = match decision.visibility {
             Visibility::All => None,
-            Visibility::Filtered(f) => Some(f),
+            Visibility::Filtered(f) => {
+                Some(access::search_filter(&state.store, &session.tenant, &query, f).await?)
+            }
         };
         let page = tx.search(&query).await?;
         let mut items: Vec<(Option<String>, ResourceItem)> = Vec::new();

@@ -87,19 +87,7 @@ async fn search(
     let mut query = parse(&resource_type, &params, strict_handling(&req), &local_base)
         .map_err(|e| FhirError::bad_request(e.to_string()))?;
     if let Visibility::Filtered(filter) = visibility {
-        // A search pinned to patients all in the caller's care set needs no per-row care
-        // check: one lookup replaces it (labels and criteria stay in the SQL).
-        let mut filter = filter;
-        if let (Some(care), Some(pinned)) = (
-            access::care_of(&filter),
-            access::pinned_patients(&resource_type, &query.clauses),
-        ) {
-            let permitted = state.store.patients_in_care(tenant, care, &pinned).await?;
-            if pinned.iter().all(|p| permitted.contains(p)) {
-                filter = access::without_care(&filter);
-            }
-        }
-        query.access = Some(filter);
+        query.access = Some(access::search_filter(&state.store, tenant, &query, filter).await?);
     }
     // Included resources must be readable under the token's scopes too.
     for inc in query.includes.iter().chain(&query.revincludes) {
