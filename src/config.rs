@@ -20,6 +20,35 @@ pub struct Config {
     pub mllp: MllpConfig,
     pub audit: AuditConfig,
     pub app: AppConfig,
+    pub ai: AiConfig,
+}
+
+/// Amazon Bedrock for AI summaries (`crate::clinical`). Tenants choose the engine and
+/// declare their BAA with `hearth tenant ai-settings`; this only says how to reach Bedrock.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AiConfig {
+    /// HEARTH_BEDROCK_REGION: e.g. us-east-1; unset = no Bedrock (extractive only).
+    pub bedrock_region: Option<String>,
+    /// HEARTH_BEDROCK_ENDPOINT_URL: a VPC endpoint, or a local stand-in in tests.
+    pub bedrock_endpoint_url: Option<String>,
+    /// Fixed credentials for a stand-in. Not settable from a file or the environment
+    /// (production reads the AWS environment variables): tests set it in code.
+    #[serde(skip)]
+    pub stand_in_credentials: Option<(String, String)>,
+}
+
+impl AiConfig {
+    /// Connection settings; credentials come from the AWS environment variables.
+    pub fn bedrock_settings(&self) -> Option<crate::clinical::bedrock::BedrockSettings> {
+        let region = self.bedrock_region.clone()?;
+        Some(crate::clinical::bedrock::BedrockSettings {
+            region,
+            endpoint_url: self.bedrock_endpoint_url.clone(),
+            static_credentials: self.stand_in_credentials.clone(),
+            timeout: std::time::Duration::from_secs(60),
+        })
+    }
 }
 
 /// The SMART app (`crate::app`): sessions of clinicians who launched Hearth from an EHR.
@@ -403,6 +432,12 @@ impl Config {
         }
         if let Some(v) = var("HEARTH_APP_ALLOW_HTTP_EHR") {
             self.app.allow_http_ehr = parsed("HEARTH_APP_ALLOW_HTTP_EHR", v)?;
+        }
+        if let Some(v) = var("HEARTH_BEDROCK_REGION") {
+            self.ai.bedrock_region = Some(v);
+        }
+        if let Some(v) = var("HEARTH_BEDROCK_ENDPOINT_URL") {
+            self.ai.bedrock_endpoint_url = Some(v);
         }
         if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
             self.log.filter = v;

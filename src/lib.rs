@@ -10,6 +10,7 @@ pub mod bench_conformance;
 pub mod bench_mllp;
 pub mod bench_search;
 pub mod cli;
+pub mod clinical;
 pub mod config;
 pub mod conformance;
 pub mod demo_ehr;

@@ -61,6 +61,7 @@ pub async fn prepare(config: Config) -> Result<AppState, StartupError> {
     Ok(AppState {
         app_sealer,
         demo_ehr: Default::default(),
+        bedrock: config.ai.bedrock_settings(),
         ehr_documents: crate::auth::fetch::DocumentFetcher::new(config.app.allow_http_ehr),
         ehr_http: crate::ehr::client::http_client(std::time::Duration::from_secs(30)),
         tokens: TokenService::new(store.clone()).with_clock_skew(config.auth.clock_skew_secs),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub ehr_documents: crate::auth::fetch::DocumentFetcher,
     /// Token requests and FHIR API calls to EHRs (no redirects followed).
     pub ehr_http: reqwest::Client,
+    /// Amazon Bedrock (summaries), when `[ai] bedrock_region` is configured.
+    pub bedrock: Option<crate::clinical::bedrock::BedrockSettings>,
     /// The demo EHR's launches and codes (demo mode only).
     pub demo_ehr: crate::demo_ehr::DemoEhr,
 }

@@ -60,6 +60,11 @@ const ALL_TABLES: &[&str] = &[
     "app_launches",
     "app_sessions",
     "ehr_sync_marks",
+    "clinical_outbox",
+    "clinical_chunks",
+    "clinical_summaries",
+    "ai_invocations",
+    "ai_usage",
 ];
 
 #[tokio::test]

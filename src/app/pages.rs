@@ -233,6 +233,72 @@ fn is_ssn(identifier: &Value) -> bool {
 pub struct SummaryView {
     pub groups: Vec<ResourceGroup>,
     pub sync: SyncStatus,
+    /// The cited clinical summary (extractive or verified AI), when there is one.
+    pub clinical: Option<ClinicalView>,
+}
+
+/// A clinical summary as shown: sections of sentences, each with links to its sources.
+#[derive(Debug, Clone)]
+pub struct ClinicalView {
+    /// "extractive" or "bedrock".
+    pub engine: String,
+    pub notice: Option<String>,
+    pub sections: Vec<CitedSection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CitedSection {
+    pub title: String,
+    pub statements: Vec<CitedStatement>,
+    pub empty_text: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CitedStatement {
+    pub text: String,
+    /// Why the verifier doubts it (shown, not hidden, when the tenant flags instead of removing).
+    pub flagged: Option<String>,
+    /// (link text, href to the source view).
+    pub citations: Vec<(String, String)>,
+}
+
+/// The cited summary: every sentence followed by links to the records it came from.
+fn clinical_summary(view: &ClinicalView) -> Markup {
+    html! {
+        section.clinical aria-labelledby="clinical-heading" {
+            h2 id="clinical-heading" { "Clinical summary" }
+            p.engine {
+                @if view.engine == "bedrock" {
+                    "Written by an AI model from the record; every sentence was checked against its sources."
+                } @else {
+                    "Generated from the structured record; every sentence cites its source."
+                }
+            }
+            @if let Some(notice) = &view.notice { p.notice role="status" { (notice) } }
+            @for section in &view.sections {
+                h3 { (section.title) }
+                @if section.statements.is_empty() {
+                    p.empty { (section.empty_text.as_deref().unwrap_or("Nothing recorded.")) }
+                } @else {
+                    ul.statements {
+                        @for statement in &section.statements {
+                            li {
+                                @if let Some(why) = &statement.flagged {
+                                    strong.flag { "Unverified: " } (statement.text) " (" (why) ")"
+                                } @else {
+                                    (statement.text)
+                                }
+                                @for (label, href) in &statement.citations {
+                                    " "
+                                    a.citation.source href=(safe_url(href)) { "[" (label) "]" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One resource type's records.
@@ -331,6 +397,7 @@ pub fn summary_page(chrome: &Chrome, view: &SummaryView) -> String {
     let groups: Vec<&ResourceGroup> = view.groups.iter().filter(|g| !g.items.is_empty()).collect();
     let main = html! {
         h1 { "Patient summary" }
+        @if let Some(clinical) = &view.clinical { (clinical_summary(clinical)) }
         (sync_status(&view.sync, chrome.session.as_ref()))
         @if groups.is_empty() {
             (empty_record(view.sync.outcome))
@@ -1018,6 +1085,22 @@ mod tests {
                 unchanged: 1,
                 problems: vec!["Immunization: the EHR refused access (403)".to_owned()],
             },
+            clinical: Some(ClinicalView {
+                engine: "extractive".to_owned(),
+                notice: None,
+                sections: vec![CitedSection {
+                    title: "Labs".to_owned(),
+                    statements: vec![CitedStatement {
+                        text: "Hemoglobin A1c <script>7.2</script> %".to_owned(),
+                        flagged: None,
+                        citations: vec![(
+                            "1".to_owned(),
+                            "/app/patient/p/source/Observation/o".to_owned(),
+                        )],
+                    }],
+                    empty_text: None,
+                }],
+            }),
         }
     }
 

@@ -7,14 +7,16 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::AppError;
 use super::http::{PagePolicy, see_other};
 use super::pages::{
-    self, Chrome, NoteView, PatientBanner, ResourceGroup, ResourceItem, SessionChrome, SmartStyle,
-    SourceView, SummaryView, SyncStatus,
+    self, Chrome, CitedSection, CitedStatement, ClinicalView, NoteView, PatientBanner,
+    ResourceGroup, ResourceItem, SessionChrome, SmartStyle, SourceView, SummaryView, SyncStatus,
 };
 use super::render;
 use super::session::{ActiveSession, current, for_patient};
@@ -190,6 +192,7 @@ pub async fn summary(
     }
     let patient_json = patient.as_ref().and_then(|(s, _)| parse_json(s));
     let mut groups = Vec::new();
+    let mut labels: HashMap<String, String> = HashMap::new();
     for resource_type in SUMMARY_TYPES {
         let Ok(decision) = subject.decide(resource_type, Interaction::Search) else {
             rec.reasons.push(format!(
@@ -223,6 +226,10 @@ pub async fn summary(
                 continue;
             };
             let date = render::resource_date(&value);
+            labels.insert(
+                format!("{}/{}", stored.resource_type, stored.id),
+                render::resource_label(&value),
+            );
             items.push((
                 date.clone(),
                 ResourceItem {
@@ -247,6 +254,21 @@ pub async fn summary(
     crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
 
+    // The cited clinical summary, over the same access decision.
+    let clinical = {
+        let cx = crate::clinical::summary::Context {
+            store: &state.store,
+            tenant: &session.tenant,
+            public_base: &state.config.server.public_base_url,
+            subject: &subject,
+            bedrock: state.bedrock.as_ref(),
+        };
+        match crate::clinical::summary::summarize(&cx, &pid).await {
+            Ok(summary) => Some(clinical_view(&summary, &pid, &labels)),
+            Err(crate::clinical::summary::SummaryError::Forbidden(_)) => None,
+            Err(crate::clinical::summary::SummaryError::Store(e)) => return Err(e.into()),
+        }
+    };
     let report: SyncReport = session
         .row
         .sync_report
@@ -255,6 +277,7 @@ pub async fn summary(
         .unwrap_or_default();
     let ehr = ehr_label(&session);
     let view = SummaryView {
+        clinical,
         groups,
         sync: SyncStatus {
             outcome: match report.outcome {
@@ -281,6 +304,50 @@ pub async fn summary(
     Ok(frame
         .policy
         .page(StatusCode::OK, pages::summary_page(&chrome, &view)))
+}
+
+/// A summary as the page shows it: each citation a link to the source view (a note's
+/// passage highlighted), named by the cited record's label.
+fn clinical_view(
+    summary: &crate::clinical::Summary,
+    pid: &str,
+    labels: &HashMap<String, String>,
+) -> ClinicalView {
+    ClinicalView {
+        engine: summary.engine.clone(),
+        notice: summary.notice.clone(),
+        sections: summary
+            .sections
+            .iter()
+            .map(|section| CitedSection {
+                title: section.title.clone(),
+                empty_text: section.empty_text.clone(),
+                statements: section
+                    .statements
+                    .iter()
+                    .map(|statement| CitedStatement {
+                        text: statement.text.clone(),
+                        flagged: statement.flagged.clone(),
+                        citations: statement
+                            .citations
+                            .iter()
+                            .map(|c| {
+                                let mut href = format!("/app/patient/{pid}/source/{}", c.reference);
+                                if let Some((start, end)) = c.span {
+                                    href.push_str(&format!("?passage={start}-{end}#cited"));
+                                }
+                                let label = labels
+                                    .get(&c.reference)
+                                    .cloned()
+                                    .unwrap_or_else(|| c.reference.clone());
+                                (label, href)
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 #[derive(Deserialize)]

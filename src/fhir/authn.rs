@@ -91,6 +91,17 @@ impl Authenticated {
     }
 
     /// Tell the audit trail what this request touched.
+    /// The caller as the access decision sees it, for work outside this module (summaries).
+    pub fn owned_subject(&self) -> access::OwnedSubject {
+        access::OwnedSubject {
+            principal: self.principal.clone(),
+            policy: self.policy.clone(),
+            specialties: self.specialties.clone(),
+            purpose: self.purpose.clone(),
+            local_base: self.local_base.clone(),
+        }
+    }
+
     pub fn note(&self, f: impl FnOnce(&mut AuditNote)) {
         if let Some(scope) = &self.audit {
             scope.note(f);

@@ -16,6 +16,7 @@ pub mod outcome;
 mod patch;
 mod resource;
 mod search;
+mod summary;
 mod validate;
 
 use actix_web::http::header;
@@ -99,6 +100,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/{type}/$validate")
                     .route(web::post().to(validate::type_level))
                     .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/Patient/{id}/$summary")
+                    .route(web::get().to(summary::summary))
+                    .default_service(web::to(not_allowed("GET"))),
             )
             .service(
                 web::resource("/Patient/{id}/$break-glass")

@@ -7,6 +7,7 @@
 
 mod access;
 mod app;
+mod clinical;
 mod hl7;
 mod hook;
 mod index;
@@ -24,6 +25,10 @@ use crate::tenant::TenantId;
 
 pub use access::set_tenant_access_policy;
 pub use app::{EhrRegistrationRow, LaunchRow, NewSession, SessionEnd, SessionRow};
+pub use clinical::{
+    ChunkOwner, InvocationResult, NewChunk, NewInvocation, OutboxRow, RetrievedChunk,
+    set_tenant_ai_settings,
+};
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use hook::{CommitHook, HookFuture, WrittenVersion, with_commit_hook};
 pub use oauth::{ClientRow, TrustedIssuerRow};
