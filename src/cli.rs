@@ -177,6 +177,14 @@ pub enum TenantCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// AI settings of a tenant from a JSON object file (owner role): `engine`
+    /// (extractive|bedrock), `bedrock_baa` (the Bedrock account is covered by a BAA),
+    /// `model_id`, `monthly_token_quota`, `unsupported` (remove|flag).
+    AiSettings {
+        id: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Set how writes are checked against profiles: off, warn or enforce (owner role).
     Validation {
         id: String,
@@ -358,6 +366,11 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             }
             let sealer = server::spawn_audit_sealer(&state);
             let sweeper = server::spawn_session_sweeper(&state);
+            let indexer = tokio::spawn(crate::clinical::index::run_indexer(
+                state.store.clone(),
+                state.config.server.public_base_url.clone(),
+                std::time::Duration::from_secs(2),
+            ));
             tracing::info!(listen = %state.config.server.listen, "hearth serving");
             // SIGINT/SIGTERM end the HTTP server after its in-flight requests; then the MLLP
             // listeners stop accepting and finish the message each connection has in hand.
@@ -369,6 +382,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 sealer.abort();
             }
             sweeper.abort();
+            indexer.abort();
             served?;
             tracing::info!("hearth stopped");
         }
@@ -431,6 +445,24 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             let owner = store::connect(owner_url(&config)?, 2).await?;
             store::set_tenant_access_policy(&owner, &tenant, &overrides).await?;
             writeln!(out, "tenant {tenant}: access policy overrides set")?;
+        }
+        Command::Tenant {
+            command: TenantCommand::AiSettings { id, file },
+        } => {
+            let tenant = TenantId::parse(&id)?;
+            let text = std::fs::read_to_string(&file)?;
+            let load_error = |reason: String| CliError::Load {
+                path: file.display().to_string(),
+                reason,
+            };
+            let settings: Value =
+                serde_json::from_str(&text).map_err(|e| load_error(e.to_string()))?;
+            // Refuse unknown keys and wrong types before storing.
+            serde_json::from_value::<crate::clinical::summary::AiSettings>(settings.clone())
+                .map_err(|e| load_error(e.to_string()))?;
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            store::set_tenant_ai_settings(&owner, &tenant, &settings).await?;
+            writeln!(out, "tenant {tenant}: AI settings set")?;
         }
         Command::Tenant {
             command: TenantCommand::List,

@@ -110,7 +110,8 @@ async fn an_ehr_launch_in_a_headless_browser_shows_the_patient_and_cites_sources
         {"name": "launch", "goto": launch_url},
         {"name": "summary", "expect_text": PATIENT_FAMILY},
         {"name": "labs", "expect_text": "Hemoglobin A1c"},
-        {"name": "note-link", "click_text": "Progress note"},
+        {"name": "cited", "expect_text": "Clinical summary"},
+        {"name": "note-link", "click": "a.source[href*='passage=']"},
         {"name": "source", "expect_text": "metformin 1000 mg twice daily"},
         {"name": "idle", "wait_ms": (APP_IDLE_SECS + 3) * 1000},
         {"name": "ended", "expect_text": "Signed out after inactivity"},
@@ -167,8 +168,27 @@ async fn an_ehr_launch_in_a_headless_browser_shows_the_patient_and_cites_sources
     );
     assert_eq!(summary["headers"]["cache-control"], "no-store");
 
-    // The citation opened the note with its text.
+    // The summary's statements cite their sources; the note's highlight opened the note
+    // with the cited passage marked.
+    let cited = step(&result, "cited")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cited.contains("Type 2 diabetes") && cited.contains("E11.9"),
+        "{cited}"
+    );
+    assert!(
+        cited.contains("[Progress note]"),
+        "the note highlight cites the note: {cited}"
+    );
     let source = step(&result, "source");
+    assert!(
+        source["url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("passage=")
+    );
     assert!(
         source["url"]
             .as_str()

@@ -248,3 +248,229 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
     );
     let _ = PATIENT_FAMILY;
 }
+
+/// The faithfulness evaluation (rerunnable: `cargo test --test summaries faithfulness --
+/// --nocapture` prints the figures). Synthetic patients from Hearth's generator, written
+/// through the REST write path (transaction Bundles); the planted facts are read back from
+/// the generated data: active diagnoses, the latest value of every lab and vital sign,
+/// active medications, allergies, admission dates.
+#[tokio::test]
+async fn faithfulness_of_the_extractive_summary() {
+    use std::collections::HashMap;
+    let ctx = ctx().await;
+    let seed = 7;
+    let patients = 12;
+    let put = |s: &hearth::synth::Synth| json!({"resource": s.body, "request": {"method": "PUT", "url": format!("{}/{}", s.resource_type, s.id)}});
+    let shared: Vec<Value> = hearth::synth::shared_resources(seed)
+        .iter()
+        .map(put)
+        .collect();
+    let post_bundle = |entries: Vec<Value>| {
+        let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let request = ctx
+            .client
+            .post(format!("{}/fhir/{}", ctx.origin, ctx.tenant))
+            .bearer_auth(&ctx.token)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("bundle");
+            assert_eq!(
+                response.status(),
+                200,
+                "{}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+    };
+    post_bundle(shared).await;
+    let (mut citations, mut valid, mut statements_n, mut supported) =
+        (0usize, 0usize, 0usize, 0usize);
+    let (mut facts, mut recalled) = (0usize, 0usize);
+    let mut cache: HashMap<String, Option<Value>> = HashMap::new();
+    for n in 1..=patients {
+        let record = hearth::synth::patient_record(seed, n);
+        post_bundle(record.iter().map(put).collect()).await;
+        let pid = hearth::synth::patient_id(n);
+        let (status, body) = summary(&ctx, &ctx.token, &pid, None).await;
+        assert_eq!(status, 200, "{body}");
+        let all: Vec<Value> = statements(&body).into_iter().cloned().collect();
+        for statement in &all {
+            statements_n += 1;
+            let text = statement["text"].as_str().unwrap_or_default().to_owned();
+            let mut sources_text = String::new();
+            for c in statement["citations"].as_array().into_iter().flatten() {
+                citations += 1;
+                let reference = c["reference"].as_str().unwrap_or_default().to_owned();
+                if !cache.contains_key(&reference) {
+                    let response = ctx.get(&reference).send().await.expect("read");
+                    let value = if response.status() == 200 {
+                        response.json::<Value>().await.ok()
+                    } else {
+                        None
+                    };
+                    cache.insert(reference.clone(), value);
+                }
+                let Some(resource) = cache.get(&reference).cloned().flatten() else {
+                    continue;
+                };
+                let own = resource["id"] == pid.as_str()
+                    || resource.to_string().contains(&format!("\"Patient/{pid}\""))
+                    || !reference.starts_with("Condition")
+                        && !reference.starts_with("Observation")
+                        && !reference.starts_with("Encounter")
+                        && !reference.starts_with("AllergyIntolerance")
+                        && !reference.starts_with("MedicationRequest")
+                        && !reference.starts_with("Procedure")
+                        && !reference.starts_with("Immunization")
+                        && !reference.starts_with("DocumentReference")
+                        && !reference.starts_with("DiagnosticReport");
+                if own {
+                    valid += 1;
+                }
+                sources_text.push_str(&resource.to_string());
+                if let Some(note) = hearth::clinical::chunk::note_text(&resource) {
+                    sources_text.push_str(&note);
+                }
+            }
+            // Support: every number and date of the sentence is in what it cites.
+            let tokens: Vec<String> = text
+                .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+                .map(|t| t.trim_matches(|c| c == '.' || c == '-').to_owned())
+                .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
+                .collect();
+            if tokens.iter().all(|t| sources_text.contains(t.as_str())) {
+                supported += 1;
+            } else {
+                eprintln!("unsupported: {text} (tokens {tokens:?})");
+            }
+        }
+        // Recall of the planted facts.
+        let joined: Vec<(String, Vec<String>)> = all
+            .iter()
+            .map(|s| {
+                (
+                    s["text"].as_str().unwrap_or_default().to_owned(),
+                    s["citations"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["reference"].as_str().map(str::to_owned))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mentioned = |reference: &str, needle: &str| {
+            joined
+                .iter()
+                .any(|(t, refs)| refs.iter().any(|r| r == reference) && t.contains(needle))
+        };
+        let mut latest: HashMap<String, (String, String, String)> = HashMap::new();
+        let mut medications: HashMap<String, Vec<String>> = HashMap::new();
+        for s in &record {
+            let b = &s.body;
+            let reference = format!("{}/{}", s.resource_type, s.id);
+            match s.resource_type {
+                "Condition" if b["clinicalStatus"]["coding"][0]["code"] == "active" => {
+                    facts += 1;
+                    let code = b["code"]["coding"][0]["code"].as_str().unwrap_or_default();
+                    if mentioned(&reference, code) {
+                        recalled += 1
+                    } else {
+                        eprintln!("missed condition {code}")
+                    }
+                }
+                "AllergyIntolerance" => {
+                    facts += 1;
+                    let label = b["code"]["text"]
+                        .as_str()
+                        .or(b["code"]["coding"][0]["display"].as_str())
+                        .unwrap_or_default();
+                    if mentioned(&reference, label) {
+                        recalled += 1
+                    } else {
+                        eprintln!("missed allergy {label}")
+                    }
+                }
+                "MedicationRequest" if b["status"] == "active" => {
+                    // A drug ordered twice is one fact: either order may be cited.
+                    let name = b["medicationCodeableConcept"]["text"]
+                        .as_str()
+                        .or(b["medicationCodeableConcept"]["coding"][0]["display"].as_str())
+                        .unwrap_or_default();
+                    medications
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(reference);
+                }
+                "Encounter" if b["class"]["code"] == "IMP" => {
+                    facts += 1;
+                    let start = b["period"]["start"].as_str().unwrap_or_default();
+                    let day = start.get(..10).unwrap_or(start);
+                    if mentioned(&reference, day) {
+                        recalled += 1
+                    } else {
+                        eprintln!("missed admission {day}")
+                    }
+                }
+                "Observation" if b["valueQuantity"]["value"].is_number() => {
+                    let code = b["code"]["coding"][0]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let when = b["effectiveDateTime"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let value = b["valueQuantity"]["value"].to_string();
+                    let newer = latest.get(&code).is_none_or(|(w, _, _)| when > *w);
+                    if newer {
+                        latest.insert(code, (when, value, reference));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, references) in medications {
+            facts += 1;
+            if references.iter().any(|r| mentioned(r, &name)) {
+                recalled += 1
+            } else {
+                eprintln!("missed medication {name}")
+            }
+        }
+        for (code, (_, value, reference)) in latest {
+            facts += 1;
+            if mentioned(&reference, &value) {
+                recalled += 1
+            } else {
+                eprintln!("missed latest {code} {value}")
+            }
+        }
+    }
+    let pct = |a: usize, b: usize| {
+        if b == 0 {
+            100.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    eprintln!(
+        "faithfulness: {patients} patients, {statements_n} statements, {citations} citations: validity {:.1}% ({valid}/{citations}), support precision {:.1}% ({supported}/{statements_n}), fact recall {:.1}% ({recalled}/{facts})",
+        pct(valid, citations),
+        pct(supported, statements_n),
+        pct(recalled, facts)
+    );
+    assert!(statements_n > 0 && facts > 0);
+    assert_eq!(
+        valid, citations,
+        "every citation exists, is readable and belongs to the patient"
+    );
+    assert_eq!(
+        supported, statements_n,
+        "every number and date is in the cited source"
+    );
+    assert!(
+        recalled * 100 >= facts * 95,
+        "fact recall {recalled}/{facts}"
+    );
+}
