@@ -474,3 +474,101 @@ async fn faithfulness_of_the_extractive_summary() {
         "fact recall {recalled}/{facts}"
     );
 }
+
+/// Not a test: summary latency for a patient with 2,000 resources (p50/p99, cold and
+/// cached) against one US Core search on the same patient, and indexing throughput.
+/// `cargo test --release --test summaries -- --ignored --nocapture summary_benchmark`
+#[tokio::test]
+#[ignore]
+async fn summary_benchmark() {
+    let ctx = ctx().await;
+    let chart = seed_chart(&ctx, 0).await;
+    const CODES: [(&str, &str); 5] = [
+        ("4548-4", "Hemoglobin A1c"),
+        ("2345-7", "Glucose"),
+        ("2823-3", "Potassium"),
+        ("2160-0", "Creatinine"),
+        ("8867-4", "Heart rate"),
+    ];
+    let total = 2000;
+    for batch in 0..(total / 100) {
+        let entries: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = batch * 100 + i;
+                json!({"resource": {
+                    "resourceType": "Observation", "status": "final",
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": if n % 3 == 0 { "vital-signs" } else { "laboratory" }}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": CODES[n % 5].0, "display": CODES[n % 5].1}]},
+                    "subject": {"reference": format!("Patient/{}", chart.patient)},
+                    "effectiveDateTime": format!("20{:02}-{:02}-{:02}", 10 + n % 16, 1 + n % 12, 1 + n % 28),
+                    "valueQuantity": {"value": 5 + n % 50, "unit": "u"}
+                }, "request": {"method": "POST", "url": "Observation"}})
+            })
+            .collect();
+        let response = ctx
+            .client
+            .post(format!("{}/fhir/{}", ctx.origin, ctx.tenant))
+            .bearer_auth(&ctx.token)
+            .json(&json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}))
+            .send()
+            .await
+            .expect("bundle");
+        assert_eq!(response.status(), 200);
+    }
+    let started = std::time::Instant::now();
+    hearth::clinical::index::index_pending(&ctx.store, &ctx.tenant, &ctx.origin)
+        .await
+        .expect("index");
+    let index_secs = started.elapsed().as_secs_f64();
+    let chunks = ctx
+        .store
+        .chunked_resources(&ctx.tenant, &chart.patient)
+        .await
+        .expect("refs")
+        .len();
+    let pct = |mut v: Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    let (mut cold, mut cached, mut search) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..30 {
+        let mut tx = ctx.store.begin(&ctx.tenant).await.expect("tx");
+        sqlx::query("DELETE FROM clinical_summaries WHERE tenant_id = $1")
+            .bind(ctx.tenant.as_str())
+            .execute(tx.conn())
+            .await
+            .expect("clear cache");
+        tx.commit().await.expect("commit");
+        let t = std::time::Instant::now();
+        assert_eq!(summary(&ctx, &ctx.token, &chart.patient, None).await.0, 200);
+        cold.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = std::time::Instant::now();
+        assert_eq!(summary(&ctx, &ctx.token, &chart.patient, None).await.0, 200);
+        cached.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = std::time::Instant::now();
+        let r = ctx
+            .get(&format!(
+                "Observation?patient={}&category=laboratory",
+                chart.patient
+            ))
+            .send()
+            .await
+            .expect("search");
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        search.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let s50 = pct(search.clone(), 0.5);
+    println!(
+        "summary_benchmark: {} resources; indexing {chunks} resources in {:.2} s ({:.0} resources/s); \
+         summary cold p50 {:.0} ms p99 {:.0} ms ({:.1}x one US Core search, p50 {s50:.1} ms); cached p50 {:.1} ms p99 {:.1} ms",
+        total + 12,
+        index_secs,
+        chunks as f64 / index_secs,
+        pct(cold.clone(), 0.5),
+        pct(cold.clone(), 0.99),
+        pct(cold, 0.5) / s50,
+        pct(cached.clone(), 0.5),
+        pct(cached, 0.99),
+    );
+}
