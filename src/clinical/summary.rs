@@ -76,6 +76,15 @@ pub async fn patient_record(
     cx: &Context<'_>,
     patient_id: &str,
 ) -> Result<Vec<RecordEntry>, SummaryError> {
+    Ok(parse_record(patient_versions(cx, patient_id).await?))
+}
+
+/// The stored versions of the patient's record the caller may see (not yet parsed: a
+/// cached summary needs only their ids and versions).
+async fn patient_versions(
+    cx: &Context<'_>,
+    patient_id: &str,
+) -> Result<Vec<crate::store::StoredVersion>, SummaryError> {
     let local_base = format!("{}/fhir/{}", cx.public_base, cx.tenant);
     let mut record = Vec::new();
     let mut tx = cx.store.begin(cx.tenant).await?;
@@ -106,22 +115,8 @@ pub async fn patient_record(
         let mut read = 0;
         loop {
             let page = tx.search(&query).await?;
-            for stored in &page.matches {
-                let Some(resource) = stored
-                    .content
-                    .as_deref()
-                    .and_then(|c| serde_json::from_str(c).ok())
-                else {
-                    continue;
-                };
-                record.push(RecordEntry {
-                    resource_type: stored.resource_type.clone(),
-                    id: stored.id.clone(),
-                    version_id: stored.version_id,
-                    resource,
-                });
-                read += 1;
-            }
+            read += page.matches.len();
+            record.extend(page.matches);
             match page.next {
                 Some(next) if read < MAX_PER_TYPE => query.page = Some(next),
                 _ => break,
@@ -132,8 +127,23 @@ pub async fn patient_record(
     Ok(record)
 }
 
+fn parse_record(versions: Vec<crate::store::StoredVersion>) -> Vec<RecordEntry> {
+    versions
+        .into_iter()
+        .filter_map(|stored| {
+            let resource = serde_json::from_str(stored.content.as_deref()?).ok()?;
+            Some(RecordEntry {
+                resource_type: stored.resource_type,
+                id: stored.id,
+                version_id: stored.version_id,
+                resource,
+            })
+        })
+        .collect()
+}
+
 /// A short hash of what the caller sees (references and versions): the cache key.
-pub fn data_version(record: &[RecordEntry]) -> String {
+pub fn data_version(record: &[crate::store::StoredVersion]) -> String {
     let mut keys: Vec<String> = record
         .iter()
         .map(|e| format!("{}/{}/{}", e.resource_type, e.id, e.version_id))
@@ -228,8 +238,8 @@ async fn bedrock_refusal(
 /// The patient's summary for the caller, from the cache when the visible record has not
 /// changed since.
 pub async fn summarize(cx: &Context<'_>, patient_id: &str) -> Result<Summary, SummaryError> {
-    let record = patient_record(cx, patient_id).await?;
-    if !record
+    let versions = patient_versions(cx, patient_id).await?;
+    if !versions
         .iter()
         .any(|e| e.resource_type == "Patient" && e.id == patient_id)
     {
@@ -249,7 +259,7 @@ pub async fn summarize(cx: &Context<'_>, patient_id: &str) -> Result<Summary, Su
     } else {
         extractive::ENGINE
     };
-    let version = data_version(&record);
+    let version = data_version(&versions);
     if let Some(cached) = cx
         .store
         .cached_summary(cx.tenant, patient_id, engine, &version, &version)
@@ -262,6 +272,7 @@ pub async fn summarize(cx: &Context<'_>, patient_id: &str) -> Result<Summary, Su
         }
         return Ok(summary);
     }
+    let record = parse_record(versions);
     let mut summary = if engine == "bedrock" {
         match bedrock_summary(cx, &settings, patient_id).await? {
             Ok(s) => s,
