@@ -42,6 +42,29 @@ async fn no_phi_reaches_the_log() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hearth");
+    // Drain both pipes while the server runs: background tasks (indexer, sweeper) log at
+    // debug level too, and a full pipe would block the server.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout_reader = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr_reader = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
 
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -241,19 +264,8 @@ async fn no_phi_reaches_the_log() {
     };
     assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
 
-    let mut output = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut output)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut output)
-        .expect("read stderr");
+    let mut output = stdout_reader.join().expect("stdout reader");
+    output.push_str(&stderr_reader.join().expect("stderr reader"));
     assert!(
         output.lines().count() > 10,
         "the server logged its requests:\n{output}"
