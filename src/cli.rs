@@ -369,6 +369,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             let indexer = tokio::spawn(crate::clinical::index::run_indexer(
                 state.store.clone(),
                 state.config.server.public_base_url.clone(),
+                state.bedrock.clone(),
                 std::time::Duration::from_secs(2),
             ));
             tracing::info!(listen = %state.config.server.listen, "hearth serving");

@@ -33,6 +33,8 @@ fn parts() -> &'static (Standin, TestServer) {
                 "converse": [
                     {"match": "Summarise", "model": MODEL, "reply":
                         "The record documents this patient's diabetes care [1]. Hemoglobin A1c was 9.9 % on 2026-02-14 [1]. The patient is doing well overall. Follow-up is documented [99]."},
+                    {"match": "Summarise", "model": MODEL, "reply":
+                        "The record documents this patient's diabetes care [1]. Hemoglobin A1c was 9.9 % on 2026-02-14 [1]. The patient is doing well overall. Follow-up is documented [99]."},
                     {"match": "A1c", "model": MODEL, "reply": "NOT FOUND IN THE RECORD"}
                 ]
             })
@@ -94,8 +96,12 @@ async fn standin_log() -> Vec<Value> {
         .expect("json")
 }
 
+/// The tests of this binary share the stand-in and count its requests: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_verifier_removes_what_the_sources_do_not_support_and_every_call_is_recorded() {
+    let _serial = SERIAL.lock().await;
     let (_, server) = parts();
     let ctx = ctx_on(server, unique_tenant()).await;
     let chart = seed_chart(&ctx, 2).await;
@@ -196,4 +202,58 @@ async fn the_verifier_removes_what_the_sources_do_not_support_and_every_call_is_
         "{body}"
     );
     assert_eq!(standin_log().await.len(), count);
+}
+
+/// The models of the patient's chunks (a change of model reindexes per patient, on demand).
+async fn models(ctx: &Ctx, patient: &str) -> Vec<String> {
+    let mut tx = ctx.store.begin(&ctx.tenant).await.expect("tx");
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT model FROM clinical_chunks WHERE tenant_id = $1 AND patient_id = $2 ORDER BY 1",
+    )
+    .bind(ctx.tenant.as_str())
+    .bind(patient)
+    .fetch_all(tx.conn())
+    .await
+    .expect("models");
+    tx.commit().await.expect("commit");
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+#[tokio::test]
+async fn titan_embeds_the_index_with_a_baa_and_a_change_of_model_reindexes() {
+    let _serial = SERIAL.lock().await;
+    let (_, server) = parts();
+    let ctx = ctx_on(server, unique_tenant()).await;
+    let chart = seed_chart(&ctx, 2).await;
+    set_ai(
+        &ctx,
+        json!({"engine": "bedrock", "bedrock_baa": true, "model_id": MODEL, "embedding": "titan"}),
+    )
+    .await;
+    let body = summary(&ctx, &chart.patient, None).await;
+    assert_eq!(body["summary"]["engine"], "bedrock", "{body}");
+    assert_eq!(
+        models(&ctx, &chart.patient).await,
+        vec!["amazon.titan-embed-text-v2:0".to_owned()]
+    );
+    let log = standin_log().await;
+    let embeds: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["model_id"] == "amazon.titan-embed-text-v2:0")
+        .collect();
+    assert!(!embeds.is_empty());
+    assert!(
+        embeds
+            .iter()
+            .all(|r| r["signed_ok"] == true && r["body"]["dimensions"] == 512),
+        "{embeds:?}"
+    );
+
+    // Back to the local embedder: the next retrieval re-embeds the patient's chunks.
+    set_ai(&ctx, json!({"engine": "bedrock", "bedrock_baa": true, "model_id": MODEL, "embedding": "hashing"})).await;
+    let _ = summary(&ctx, &chart.patient, Some("when was the last A1c")).await;
+    assert_eq!(
+        models(&ctx, &chart.patient).await,
+        vec!["hearth-hashing-v1".to_owned()]
+    );
 }

@@ -6,7 +6,8 @@ mod common;
 
 use common::app::{PATIENT_FAMILY, seed_chart};
 use common::ctx;
-use hearth::clinical::embed::{hashing_embedding, to_pgvector};
+use hearth::clinical::embed::{Embedder, HASHING_MODEL, hashing_embedding, to_pgvector};
+use hearth::store::RetrievalQuery;
 use serde_json::{Value, json};
 
 async fn summary(
@@ -126,9 +127,14 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
         .as_str()
         .expect("id")
         .to_owned();
-    hearth::clinical::index::index_pending(&ctx.store, &ctx.tenant, &ctx.origin)
-        .await
-        .expect("index");
+    hearth::clinical::index::index_pending(
+        &ctx.store,
+        &ctx.tenant,
+        &ctx.origin,
+        &Embedder::Hashing,
+    )
+    .await
+    .expect("index");
     let chunks = ctx
         .store
         .chunks_of(&ctx.tenant, "DocumentReference", &secret)
@@ -160,9 +166,14 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
             .status(),
         200
     );
-    hearth::clinical::index::index_pending(&ctx.store, &ctx.tenant, &ctx.origin)
-        .await
-        .expect("index");
+    hearth::clinical::index::index_pending(
+        &ctx.store,
+        &ctx.tenant,
+        &ctx.origin,
+        &Embedder::Hashing,
+    )
+    .await
+    .expect("index");
     let chunks = ctx
         .store
         .chunks_of(&ctx.tenant, "DocumentReference", &secret)
@@ -196,9 +207,12 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
             &ctx.tenant,
             &chart.patient,
             &everything,
-            query,
-            &embedding,
-            5,
+            &RetrievalQuery {
+                text: query,
+                embedding: &embedding,
+                model: HASHING_MODEL,
+                k: 5,
+            },
         )
         .await
         .expect("retrieve");
@@ -210,7 +224,17 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
         .collect();
     let found = ctx
         .store
-        .retrieve(&ctx.tenant, &chart.patient, &without, query, &embedding, 50)
+        .retrieve(
+            &ctx.tenant,
+            &chart.patient,
+            &without,
+            &RetrievalQuery {
+                text: query,
+                embedding: &embedding,
+                model: HASHING_MODEL,
+                k: 50,
+            },
+        )
         .await
         .expect("retrieve");
     assert!(found.iter().all(|c| c.resource_id != secret));
@@ -236,9 +260,14 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
             .status(),
         204
     );
-    hearth::clinical::index::index_pending(&ctx.store, &ctx.tenant, &ctx.origin)
-        .await
-        .expect("index");
+    hearth::clinical::index::index_pending(
+        &ctx.store,
+        &ctx.tenant,
+        &ctx.origin,
+        &Embedder::Hashing,
+    )
+    .await
+    .expect("index");
     assert!(
         ctx.store
             .chunks_of(&ctx.tenant, "DocumentReference", &secret)
@@ -516,9 +545,14 @@ async fn summary_benchmark() {
         assert_eq!(response.status(), 200);
     }
     let started = std::time::Instant::now();
-    hearth::clinical::index::index_pending(&ctx.store, &ctx.tenant, &ctx.origin)
-        .await
-        .expect("index");
+    hearth::clinical::index::index_pending(
+        &ctx.store,
+        &ctx.tenant,
+        &ctx.origin,
+        &Embedder::Hashing,
+    )
+    .await
+    .expect("index");
     let index_secs = started.elapsed().as_secs_f64();
     let chunks = ctx
         .store

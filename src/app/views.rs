@@ -267,6 +267,11 @@ pub async fn summary(
             Ok(summary) => Some(clinical_view(&summary, &pid, &labels)),
             Err(crate::clinical::summary::SummaryError::Forbidden(_)) => None,
             Err(crate::clinical::summary::SummaryError::Store(e)) => return Err(e.into()),
+            // The records below still show; the summary says nothing rather than guess.
+            Err(crate::clinical::summary::SummaryError::Index(e)) => {
+                tracing::warn!(error = %e, "app: summary unavailable");
+                None
+            }
         }
     };
     let report: SyncReport = session

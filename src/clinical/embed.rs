@@ -46,6 +46,37 @@ fn add(vector: &mut [f32], kind: &str, feature: &str, weight: f32) {
     vector[bucket] += sign * weight;
 }
 
+/// Titan Text Embeddings V2, asked for [`DIM`] dimensions.
+pub const TITAN_MODEL: &str = "amazon.titan-embed-text-v2:0";
+
+/// The embedder of a tenant's index: the local one, or Titan on Bedrock (only with the
+/// tenant's BAA and Bedrock configured: chunk text is PHI).
+#[derive(Debug, Clone)]
+pub enum Embedder {
+    Hashing,
+    Titan(super::bedrock::Bedrock),
+}
+
+impl Embedder {
+    /// The model name recorded with every chunk it embeds.
+    pub fn model(&self) -> &'static str {
+        match self {
+            Embedder::Hashing => HASHING_MODEL,
+            Embedder::Titan(_) => TITAN_MODEL,
+        }
+    }
+
+    pub async fn embed(&self, text: &str) -> Result<Vec<f32>, super::bedrock::BedrockError> {
+        match self {
+            Embedder::Hashing => Ok(hashing_embedding(text)),
+            Embedder::Titan(client) => {
+                let (vector, _) = client.embed_titan(TITAN_MODEL, text, DIM as u32).await?;
+                Ok(vector)
+            }
+        }
+    }
+}
+
 /// `[a,b,...]`: pgvector's text form.
 pub fn to_pgvector(vector: &[f32]) -> String {
     let parts: Vec<String> = vector.iter().map(|x| format!("{x}")).collect();

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::bedrock::{Bedrock, BedrockSettings};
-use super::embed::{hashing_embedding, to_pgvector};
+use super::embed::to_pgvector;
 use super::verify::{Source, VerifyMode, build_prompt, verify};
 use super::{Answer, Citation, RecordEntry, Section, Summary, extractive};
 use crate::access::{OwnedSubject, Visibility};
@@ -51,6 +51,8 @@ pub struct AiSettings {
     pub monthly_token_quota: Option<i64>,
     /// `remove` (default) or `flag` unsupported sentences.
     pub unsupported: Option<String>,
+    /// The retrieval index's embedder: `hashing` (default) or `titan` (needs the BAA).
+    pub embedding: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub enum SummaryError {
     Store(#[from] StoreError),
     #[error("not permitted: {0}")]
     Forbidden(String),
+    #[error(transparent)]
+    Index(#[from] super::index::IndexError),
 }
 
 /// What a summary needs from the server.
@@ -194,15 +198,35 @@ pub async fn retrieve(
     query: &str,
     k: i64,
 ) -> Result<Vec<RetrievedChunk>, SummaryError> {
-    super::index::index_pending(cx.store, cx.tenant, cx.public_base).await?;
+    let embedder = super::index::embedder_for(cx.store, cx.tenant, cx.bedrock).await?;
+    // Chunks embedded by another model are queued again (a change of model reindexes).
+    cx.store
+        .requeue_other_model(cx.tenant, patient_id, embedder.model())
+        .await?;
+    super::index::index_pending(cx.store, cx.tenant, cx.public_base, &embedder).await?;
     let visible = visible_chunk_refs(cx, patient_id).await?;
     if visible.is_empty() {
         return Ok(Vec::new());
     }
-    let embedding = to_pgvector(&hashing_embedding(query));
+    let embedding = to_pgvector(
+        &embedder
+            .embed(query)
+            .await
+            .map_err(super::index::IndexError::from)?,
+    );
     Ok(cx
         .store
-        .retrieve(cx.tenant, patient_id, &visible, query, &embedding, k)
+        .retrieve(
+            cx.tenant,
+            patient_id,
+            &visible,
+            &crate::store::RetrievalQuery {
+                text: query,
+                embedding: &embedding,
+                model: embedder.model(),
+                k,
+            },
+        )
         .await?)
 }
 

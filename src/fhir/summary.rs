@@ -87,5 +87,14 @@ fn summary_error(e: SummaryError) -> FhirError {
     match e {
         SummaryError::Forbidden(reason) => FhirError::forbidden(reason),
         SummaryError::Store(e) => e.into(),
+        SummaryError::Index(crate::clinical::index::IndexError::Store(e)) => e.into(),
+        SummaryError::Index(e) => {
+            tracing::warn!(error = %e, "summary: the retrieval index could not be updated");
+            FhirError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                super::outcome::IssueType::Transient,
+                "the retrieval index could not be updated; retry",
+            )
+        }
     }
 }

@@ -37,6 +37,16 @@ pub struct ChunkOwner<'a> {
     pub dim: i32,
 }
 
+/// What retrieval looks for: the words, their embedding by `model` (only chunks of that
+/// model are compared), how many chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrievalQuery<'a> {
+    pub text: &'a str,
+    pub embedding: &'a str,
+    pub model: &'a str,
+    pub k: i64,
+}
+
 /// A chunk found by retrieval.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RetrievedChunk {
@@ -167,6 +177,29 @@ impl Store {
             .collect())
     }
 
+    /// Queue again the patient's resources whose chunks another model embedded.
+    pub async fn requeue_other_model(
+        &self,
+        tenant: &TenantId,
+        patient_id: &str,
+        model: &str,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let queued = sqlx::query(
+            "INSERT INTO clinical_outbox (tenant_id, resource_type, resource_id, version_id, deleted)
+             SELECT DISTINCT tenant_id, resource_type, resource_id, version_id, false
+               FROM clinical_chunks WHERE tenant_id = $1 AND patient_id = $2 AND model <> $3",
+        )
+        .bind(tenant.as_str())
+        .bind(patient_id)
+        .bind(model)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     /// The resources (`Type`, `id`) a patient has chunks of.
     pub async fn chunked_resources(
         &self,
@@ -217,10 +250,14 @@ impl Store {
         tenant: &TenantId,
         patient_id: &str,
         visible: &[String],
-        query_text: &str,
-        query_embedding: &str,
-        k: i64,
+        query: &RetrievalQuery<'_>,
     ) -> Result<Vec<RetrievedChunk>, StoreError> {
+        let RetrievalQuery {
+            text: query_text,
+            embedding: query_embedding,
+            model,
+            k,
+        } = *query;
         let terms: Vec<String> = query_text
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.len() > 1)
@@ -233,7 +270,7 @@ impl Store {
                  SELECT id, resource_type, resource_id, version_id, patient_id, section, element,
                         span_start, span_end, text, tsv, embedding
                    FROM clinical_chunks
-                  WHERE tenant_id = $1 AND patient_id = $2
+                  WHERE tenant_id = $1 AND patient_id = $2 AND model = $7
                     AND (resource_type || '/' || resource_id) = ANY($3)),
              by_vector AS (
                  SELECT id, row_number() OVER (ORDER BY embedding <=> $4::vector) AS r
@@ -259,6 +296,7 @@ impl Store {
         .bind(query_embedding)
         .bind(&tsquery)
         .bind(k)
+        .bind(model)
         .fetch_all(tx.conn())
         .await?;
         tx.commit().await?;

@@ -26,8 +26,8 @@ use crate::tenant::TenantId;
 pub use access::set_tenant_access_policy;
 pub use app::{EhrRegistrationRow, LaunchRow, NewSession, SessionEnd, SessionRow};
 pub use clinical::{
-    ChunkOwner, InvocationResult, NewChunk, NewInvocation, OutboxRow, RetrievedChunk,
-    set_tenant_ai_settings,
+    ChunkOwner, InvocationResult, NewChunk, NewInvocation, OutboxRow, RetrievalQuery,
+    RetrievedChunk, set_tenant_ai_settings,
 };
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use hook::{CommitHook, HookFuture, WrittenVersion, with_commit_hook};
