@@ -280,9 +280,10 @@ async fn chunks_follow_every_change_and_retrieval_never_ranks_what_the_caller_ma
 
 /// The faithfulness evaluation (rerunnable: `cargo test --test summaries faithfulness --
 /// --nocapture` prints the figures). Synthetic patients from Hearth's generator, written
-/// through the REST write path (transaction Bundles); the planted facts are read back from
-/// the generated data: active diagnoses, the latest value of every lab and vital sign,
-/// active medications, allergies, admission dates.
+/// through the REST write path (transaction Bundles), and one admitted through an HL7 v2
+/// ADT^A01 over MLLP (the third-party client); the planted facts are read back from the
+/// generated data: active diagnoses, the latest value of every lab and vital sign, active
+/// medications, allergies, admission dates.
 #[tokio::test]
 async fn faithfulness_of_the_extractive_summary() {
     use std::collections::HashMap;
@@ -474,6 +475,60 @@ async fn faithfulness_of_the_extractive_summary() {
             } else {
                 eprintln!("missed latest {code} {value}")
             }
+        }
+    }
+    // One more patient arrives over MLLP: the third-party client sends an ADT^A01 admit
+    // (with its diagnoses); the admission date must be in the summary, cited to the Encounter.
+    {
+        use hearth::config::{FeedConfig, MllpListenerConfig};
+        let mut config = hearth::config::Config::default();
+        config.database.url = Some(common::env("DATABASE_URL"));
+        config.database.max_connections = 4;
+        config.server.public_base_url = ctx.origin.clone();
+        config.mllp.listeners.push(MllpListenerConfig {
+            name: "adt".into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tenant: ctx.tenant.to_string(),
+            tls: None,
+            max_frame_bytes: 1024 * 1024,
+            idle_timeout_secs: 30,
+            feeds: vec![FeedConfig {
+                name: "synth".into(),
+                sending_application: Some("SYNTH_EHR".into()),
+                sending_facility: Some("SYNTH_HOSP".into()),
+                time_zone: Some("America/New_York".into()),
+                ..FeedConfig::default()
+            }],
+        });
+        let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
+        let service = hearth::hl7v2::service::start(&config, metrics)
+            .expect("start mllp")
+            .expect("a listener");
+        let acks = common::peer::send_with(service.addresses[0].1.port(), &[], &["adt_a01.hl7"]);
+        common::peer::assert_ack(&acks[0], "adt_a01.hl7", "AA");
+        service.stop();
+        let found = common::search_resources(&ctx, "Patient?identifier=MRN10002").await;
+        let pid = found[0]["id"].as_str().expect("patient id").to_owned();
+        let encounters = common::search_resources(&ctx, &format!("Encounter?patient={pid}")).await;
+        let encounter = format!("Encounter/{}", encounters[0]["id"].as_str().expect("id"));
+        let (status, body) = summary(&ctx, &ctx.token, &pid, None).await;
+        assert_eq!(status, 200, "{body}");
+        facts += 1;
+        let admitted = statements(&body).iter().any(|s| {
+            s["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("2024-03-11")
+                && s["citations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["reference"] == encounter.as_str())
+        });
+        if admitted {
+            recalled += 1;
+        } else {
+            eprintln!("missed the ADT admission: {body}");
         }
     }
     let pct = |a: usize, b: usize| {
