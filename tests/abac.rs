@@ -542,32 +542,8 @@ async fn payment_purpose_narrows_types_and_policy_can_hide_existence() {
 
 #[tokio::test]
 async fn an_adt_admit_grants_access_and_the_discharge_ends_it() {
-    use hearth::config::{FeedConfig, MllpListenerConfig};
     let ctx = ctx().await;
-    let mut config = hearth::config::Config::default();
-    config.database.url = Some(common::env("DATABASE_URL"));
-    config.database.max_connections = 4;
-    config.server.public_base_url = ctx.origin.clone();
-    config.mllp.listeners.push(MllpListenerConfig {
-        name: "adt".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        tenant: ctx.tenant.to_string(),
-        tls: None,
-        max_frame_bytes: 1024 * 1024,
-        idle_timeout_secs: 30,
-        feeds: vec![FeedConfig {
-            name: "synth".into(),
-            sending_application: Some("SYNTH_EHR".into()),
-            sending_facility: Some("SYNTH_HOSP".into()),
-            time_zone: Some("America/New_York".into()),
-            ..FeedConfig::default()
-        }],
-    });
-    let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
-    let service = hearth::hl7v2::service::start(&config, metrics)
-        .expect("start mllp")
-        .expect("a listener");
-    let port = service.addresses[0].1.port();
+    let (service, port) = common::peer::synth_adt_listener(&ctx);
     // The third-party MLLP client sends the admit; Dr Welby (NPI 1234) attends.
     let acks = common::peer::send_with(port, &[], &["adt_a01.hl7"]);
     common::peer::assert_ack(&acks[0], "adt_a01.hl7", "AA");

@@ -434,7 +434,7 @@ pub async fn resync(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<super::views::CsrfForm>,
+    form: web::Form<super::session::CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     let session = super::session::for_patient(&req, &state, &path).await?;
     form.check(&session)?;

@@ -229,16 +229,25 @@ pub async fn end_session(
     Ok(())
 }
 
+/// A form carrying the session's CSRF token (logout, sync again).
 #[derive(Deserialize)]
-pub struct LogoutForm {
+pub struct CsrfForm {
     csrf: String,
+}
+
+impl CsrfForm {
+    pub fn check(&self, session: &ActiveSession) -> Result<(), AppError> {
+        constant_time_eq(self.csrf.as_bytes(), session.row.csrf.as_bytes())
+            .then_some(())
+            .ok_or(AppError::BadForm)
+    }
 }
 
 /// `POST /app/logout` (the page's form, with its CSRF token).
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
-    form: web::Form<LogoutForm>,
+    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     let session = match current(&req, &state).await {
         Ok(s) => s,
@@ -247,9 +256,7 @@ pub async fn logout(
         }
         Err(e) => return Err(e),
     };
-    if !constant_time_eq(form.csrf.as_bytes(), session.row.csrf.as_bytes()) {
-        return Err(AppError::BadForm);
-    }
+    form.check(&session)?;
     end_session(&state.store, &session, SessionEnd::Logout).await?;
     Ok(ended_redirect("logout"))
 }
@@ -325,6 +332,7 @@ pub async fn ended(
     Ok(response)
 }
 
+/// Compares secrets (CSRF tokens) without leaking where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -43,21 +43,6 @@ const SUMMARY_TYPES: &[&str] = &[
 /// Records per group on the summary page.
 const PER_GROUP: u32 = 100;
 
-/// A form carrying the session's CSRF token.
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
-impl CsrfForm {
-    pub fn check(&self, session: &ActiveSession) -> Result<(), AppError> {
-        let (a, b) = (self.csrf.as_bytes(), session.row.csrf.as_bytes());
-        let same =
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        same.then_some(()).ok_or(AppError::BadForm)
-    }
-}
-
 /// The session as the access decision's caller.
 fn subject(
     state: &AppState,

@@ -84,7 +84,8 @@ pub async fn patient_record(
 }
 
 /// The stored versions of the patient's record the caller may see (not yet parsed: a
-/// cached summary needs only their ids and versions).
+/// cached summary needs only their ids and versions); `Forbidden` when the caller may not
+/// read the patient.
 async fn patient_versions(
     cx: &Context<'_>,
     patient_id: &str,
@@ -128,6 +129,15 @@ async fn patient_versions(
         }
     }
     tx.commit().await?;
+    // A patient the caller may not read has no record for them (403, not an empty summary).
+    if !record
+        .iter()
+        .any(|e| e.resource_type == "Patient" && e.id == patient_id)
+    {
+        return Err(SummaryError::Forbidden(format!(
+            "Patient/{patient_id} is not visible to this caller"
+        )));
+    }
     Ok(record)
 }
 
@@ -263,14 +273,6 @@ async fn bedrock_refusal(
 /// changed since.
 pub async fn summarize(cx: &Context<'_>, patient_id: &str) -> Result<Summary, SummaryError> {
     let versions = patient_versions(cx, patient_id).await?;
-    if !versions
-        .iter()
-        .any(|e| e.resource_type == "Patient" && e.id == patient_id)
-    {
-        return Err(SummaryError::Forbidden(format!(
-            "Patient/{patient_id} is not visible to this caller"
-        )));
-    }
     let settings = settings_of(&cx.store.ai_settings(cx.tenant).await?);
     let wants_bedrock = settings.engine.as_deref() == Some("bedrock");
     let refusal = if wants_bedrock {
@@ -331,14 +333,6 @@ pub async fn ask(
     question: &str,
 ) -> Result<Answer, SummaryError> {
     let record = patient_record(cx, patient_id).await?;
-    if !record
-        .iter()
-        .any(|e| e.resource_type == "Patient" && e.id == patient_id)
-    {
-        return Err(SummaryError::Forbidden(format!(
-            "Patient/{patient_id} is not visible to this caller"
-        )));
-    }
     let settings = settings_of(&cx.store.ai_settings(cx.tenant).await?);
     if settings.engine.as_deref() == Some("bedrock")
         && bedrock_refusal(cx, &settings).await?.is_none()

@@ -2733,17 +2733,5 @@ mod tests {
         assert_eq!(corrupted.iter().sum::<usize>(), 200);
         assert_eq!(caught, corrupted);
         assert_eq!(paragraph_sentences, 400);
-        println!(
-            "faithful kept {faithful_kept}/{faithful}; caught: digit {}/{}, date {}/{}, \
-             other patient {}/{}, no citation {}/{}",
-            caught[0],
-            corrupted[0],
-            caught[1],
-            corrupted[1],
-            caught[2],
-            corrupted[2],
-            caught[3],
-            corrupted[3]
-        );
     }
 }

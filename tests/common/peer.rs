@@ -74,3 +74,34 @@ pub fn assert_ack(result: &Value, file: &str, code: &str) {
         "{file}: MSA-2 echoes MSH-10"
     );
 }
+
+/// An MLLP listener for `ctx`'s tenant accepting the synthetic fixtures' sender
+/// (SYNTH_EHR / SYNTH_HOSP, America/New_York); stop it with `stop()`.
+pub fn synth_adt_listener(ctx: &super::Ctx) -> (hearth::hl7v2::service::MllpService, u16) {
+    use hearth::config::{FeedConfig, MllpListenerConfig};
+    let mut config = hearth::config::Config::default();
+    config.database.url = Some(super::env("DATABASE_URL"));
+    config.database.max_connections = 4;
+    config.server.public_base_url = ctx.origin.clone();
+    config.mllp.listeners.push(MllpListenerConfig {
+        name: "adt".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tenant: ctx.tenant.to_string(),
+        tls: None,
+        max_frame_bytes: 1024 * 1024,
+        idle_timeout_secs: 30,
+        feeds: vec![FeedConfig {
+            name: "synth".into(),
+            sending_application: Some("SYNTH_EHR".into()),
+            sending_facility: Some("SYNTH_HOSP".into()),
+            time_zone: Some("America/New_York".into()),
+            ..FeedConfig::default()
+        }],
+    });
+    let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
+    let service = hearth::hl7v2::service::start(&config, metrics)
+        .expect("start mllp")
+        .expect("a listener");
+    let port = service.addresses[0].1.port();
+    (service, port)
+}
