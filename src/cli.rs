@@ -104,6 +104,8 @@ pub enum Command {
     BenchValidate(crate::bench_conformance::BenchValidateArgs),
     /// Benchmark transaction Bundles of whole synthetic records against one-by-one PUTs.
     BenchTransaction(crate::bench_conformance::BenchTransactionArgs),
+    /// Benchmark the retrieval index: indexing throughput and hybrid retrieval latency.
+    BenchRetrieval(crate::bench_retrieval::BenchRetrievalArgs),
 }
 
 #[derive(Subcommand)]
@@ -185,6 +187,9 @@ pub enum TenantCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Queue every current resource of a tenant for the retrieval index (data written
+    /// before the index existed, or a rebuild); `hearth serve`'s indexer works through it.
+    Reindex { id: String },
     /// Set how writes are checked against profiles: off, warn or enforce (owner role).
     Validation {
         id: String,
@@ -414,6 +419,18 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             }
         }
         Command::Tenant {
+            command: TenantCommand::Reindex { id },
+        } => {
+            let tenant = TenantId::parse(&id)?;
+            let store = app_store(&config).await?;
+            require_tenant(&store, &tenant).await?;
+            let queued = store.queue_reindex(&tenant).await?;
+            writeln!(
+                out,
+                "tenant {tenant}: {queued} resources queued for the retrieval index"
+            )?;
+        }
+        Command::Tenant {
             command: TenantCommand::Validation { id, mode, implied },
         } => {
             let tenant = TenantId::parse(&id)?;
@@ -611,6 +628,10 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::BenchTransaction(args) => {
             drop(out);
             crate::bench_conformance::run_transaction(config, args).await?;
+        }
+        Command::BenchRetrieval(args) => {
+            drop(out);
+            crate::bench_retrieval::run(config, args).await?;
         }
     }
     Ok(())

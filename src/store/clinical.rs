@@ -89,14 +89,15 @@ pub struct InvocationResult<'a> {
 }
 
 impl TenantTx {
-    /// Take (delete) up to `limit` queued changes, oldest first. Two indexers may pick the
-    /// same rows; only one deletes (and so returns) each.
+    /// Take (delete) up to `limit` queued changes, oldest first. Rows another indexer holds
+    /// are skipped, not waited for, so indexers work side by side; the rows return to the
+    /// queue if this transaction rolls back.
     pub async fn take_outbox(&mut self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let tenant = self.tenant().as_str().to_owned();
         Ok(sqlx::query_as(
             "DELETE FROM clinical_outbox WHERE tenant_id = $1 AND seq IN (
                  SELECT seq FROM clinical_outbox WHERE tenant_id = $1
-                  ORDER BY seq LIMIT $2)
+                  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING resource_type, resource_id, version_id, deleted",
         )
         .bind(&tenant)
@@ -166,6 +167,23 @@ impl TenantTx {
 }
 
 impl Store {
+    /// Queue every current resource of the tenant for (re)indexing: for data written before
+    /// the index existed, or to rebuild it. How many were queued.
+    pub async fn queue_reindex(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let queued = sqlx::query(
+            "INSERT INTO clinical_outbox (tenant_id, resource_type, resource_id, version_id, deleted)
+             SELECT tenant_id, resource_type, id, version_id, deleted FROM resources
+              WHERE tenant_id = $1 AND NOT deleted",
+        )
+        .bind(tenant.as_str())
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     /// Tenants with queued changes (the background indexer's list).
     pub async fn tenants_with_outbox(&self) -> Result<Vec<TenantId>, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar("SELECT clinical_tenants_with_outbox()")
