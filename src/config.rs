@@ -21,6 +21,46 @@ pub struct Config {
     pub audit: AuditConfig,
     pub app: AppConfig,
     pub ai: AiConfig,
+    pub bulk: BulkConfig,
+}
+
+/// Bulk Data export (`crate::bulk`): where files go, how many jobs run, how long they stay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkConfig {
+    /// HEARTH_BULK_DIR: the directory export files are written to (one folder per tenant
+    /// and job). Holds PHI: put it on an encrypted volume.
+    pub dir: PathBuf,
+    /// HEARTH_BULK_JOBS_PER_TENANT: export jobs of one tenant running at once (others wait).
+    pub jobs_per_tenant: i64,
+    /// HEARTH_BULK_MAX_FILE_BYTES: a type's NDJSON is split into parts of about this size.
+    pub max_file_bytes: u64,
+    /// HEARTH_BULK_RETENTION_SECS: an ended job's files and status stay this long.
+    pub retention_secs: i64,
+    /// HEARTH_BULK_PAGE_SIZE: resources read per page (one query, then one progress save).
+    pub page_size: u32,
+    /// A running job's lease: a job whose worker stopped (crash, restart) is resumed by any
+    /// server after this long.
+    pub lease_secs: i64,
+    /// HEARTH_BULK_PAUSE_MS: a pause between pages, to spare the database during the day.
+    pub pause_between_pages_ms: u64,
+    /// How often the exporter looks for work.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            dir: PathBuf::from(".hearth/bulk"),
+            jobs_per_tenant: 2,
+            max_file_bytes: 256 * 1024 * 1024,
+            retention_secs: 24 * 3600,
+            page_size: 1000,
+            lease_secs: 60,
+            pause_between_pages_ms: 0,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 /// Amazon Bedrock for AI summaries (`crate::clinical`). Tenants choose the engine and
@@ -439,6 +479,27 @@ impl Config {
         if let Some(v) = var("HEARTH_BEDROCK_ENDPOINT_URL") {
             self.ai.bedrock_endpoint_url = Some(v);
         }
+        if let Some(v) = var("HEARTH_BULK_DIR") {
+            self.bulk.dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("HEARTH_BULK_JOBS_PER_TENANT") {
+            self.bulk.jobs_per_tenant = parsed("HEARTH_BULK_JOBS_PER_TENANT", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_MAX_FILE_BYTES") {
+            self.bulk.max_file_bytes = parsed("HEARTH_BULK_MAX_FILE_BYTES", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_RETENTION_SECS") {
+            self.bulk.retention_secs = parsed("HEARTH_BULK_RETENTION_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_LEASE_SECS") {
+            self.bulk.lease_secs = parsed("HEARTH_BULK_LEASE_SECS", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_PAGE_SIZE") {
+            self.bulk.page_size = parsed("HEARTH_BULK_PAGE_SIZE", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_PAUSE_MS") {
+            self.bulk.pause_between_pages_ms = parsed("HEARTH_BULK_PAUSE_MS", v)?;
+        }
         if let Some(v) = var("HEARTH_LOG").or_else(|| var("RUST_LOG")) {
             self.log.filter = v;
         }
@@ -453,6 +514,11 @@ impl Config {
         if self.app.demo_ehr && self.server.mode != RunMode::Demo {
             return Err(ConfigError::Invalid(
                 "app.demo_ehr (HEARTH_APP_DEMO_EHR) is a demo feature: it needs HEARTH_MODE=demo",
+            ));
+        }
+        if self.bulk.jobs_per_tenant < 1 || self.bulk.page_size == 0 || self.bulk.lease_secs < 1 {
+            return Err(ConfigError::Invalid(
+                "bulk.jobs_per_tenant, bulk.page_size and bulk.lease_secs must be positive",
             ));
         }
         if self.app.idle_timeout_secs == 0 || self.app.session_lifetime_secs == 0 {

@@ -88,6 +88,9 @@ pub fn http_server(
         n => n,
     };
     let shutdown = state.config.server.shutdown_timeout_secs;
+    // Every server that accepts $export runs export jobs (its own and any whose server
+    // stopped), so an accepted job always has a worker.
+    tokio::spawn(crate::bulk::run_exporter(state.clone().into_inner()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

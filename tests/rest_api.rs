@@ -101,6 +101,35 @@ async fn every_advertised_interaction_is_routed() {
         let status = request.send().await.expect("request").status().as_u16();
         assert_eq!(status, 200, "${name}");
     }
+    // The probes above deleted the first patient.
+    let created = ctx.create(&patient("Routed")).await;
+    let id = created["id"].as_str().expect("id");
+    let group = ctx
+        .create(
+            &json!({"resourceType": "Group", "type": "person", "actual": true,
+                        "member": [{"entity": {"reference": format!("Patient/{id}")}}]}),
+        )
+        .await;
+    let group = group["id"].as_str().expect("id");
+    let kick_off = |path: String| ctx.get(&path).header("prefer", "respond-async");
+    for (resource_type, name, _) in hearth::fhir::TYPE_OPERATIONS {
+        let (request, expected) = match (*resource_type, *name) {
+            ("Patient", "everything") => (ctx.get(&format!("Patient/{id}/$everything")), 200),
+            ("Patient", "export") => (kick_off("Patient/$export".into()), 202),
+            ("Group", "export") => (kick_off(format!("Group/{group}/$export")), 202),
+            other => panic!("no probe for advertised operation {other:?}"),
+        };
+        let status = request.send().await.expect("request").status().as_u16();
+        assert_eq!(status, expected, "{resource_type}/${name}");
+    }
+    for (name, _) in hearth::fhir::SYSTEM_OPERATIONS {
+        let request = match *name {
+            "export" => kick_off("$export".into()),
+            other => panic!("no probe for advertised operation {other}"),
+        };
+        let status = request.send().await.expect("request").status().as_u16();
+        assert_eq!(status, 202, "${name}");
+    }
 }
 
 #[tokio::test]

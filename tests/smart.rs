@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::smart::{ClientKey, Idp, hearth, node};
+use common::smart::{ClientKey, Idp, JWT_BEARER, hearth, node};
 use common::{Ctx, ctx, expect_outcome};
 use serde_json::{Value, json};
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const LAB: &str = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
 
 fn base(ctx: &Ctx) -> String {
@@ -94,13 +93,7 @@ async fn backend_token(
 
 /// A token for `client_id`, whose assertion is signed by `key`.
 async fn backend_access_token(ctx: &Ctx, client_id: &str, key: &ClientKey, scope: &str) -> String {
-    let assertion = key.sign(&assertion_claims(client_id, &token_url(ctx)), &[]);
-    let (status, body, _) = backend_token(ctx, &assertion, scope).await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
+    common::smart::backend_services_token(ctx, client_id, key, scope).await
 }
 
 /// The first issue's diagnostics of an OperationOutcome.

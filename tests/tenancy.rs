@@ -65,6 +65,8 @@ const ALL_TABLES: &[&str] = &[
     "clinical_summaries",
     "ai_invocations",
     "ai_usage",
+    "bulk_jobs",
+    "bulk_files",
 ];
 
 #[tokio::test]

@@ -42,6 +42,13 @@ pub fn membership_of(resource_type: &str) -> Membership<'static> {
     }
 }
 
+/// Every type of the Patient compartment, sorted by name (Patient included).
+pub fn compartment_types() -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = membership().keys().map(String::as_str).collect();
+    types.sort_unstable();
+    types
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

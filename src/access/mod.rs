@@ -282,7 +282,10 @@ fn indexed_compartment(resource_type: &str) -> Result<Option<(Vec<String>, bool)
 }
 
 /// The resource belongs to a patient of `patients` (`None`: the type holds no patient data).
-fn patients_clause(resource_type: &str, patients: PatientSet) -> Result<Option<Clause>, String> {
+pub fn patients_clause(
+    resource_type: &str,
+    patients: PatientSet,
+) -> Result<Option<Clause>, String> {
     let Some((params, patient_itself)) = indexed_compartment(resource_type)? else {
         return Ok(None);
     };
@@ -317,7 +320,7 @@ fn label_clause(hidden: &[String]) -> Clause {
 /// One clause: the resource is in `patient`'s compartment (any membership parameter points
 /// at the patient; for Patient, it is the patient). `None` for types outside the
 /// compartment, which hold no patient data.
-fn compartment_clause(
+pub fn compartment_clause(
     resource_type: &str,
     patient: &str,
     local_base: &str,

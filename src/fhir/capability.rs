@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 
 use super::negotiate::{self, FHIR_JSON};
 use super::outcome::FhirError;
-use super::{OPERATIONS, RESOURCE_INTERACTIONS, SYSTEM_INTERACTIONS};
+use super::{
+    OPERATIONS, RESOURCE_INTERACTIONS, SYSTEM_INTERACTIONS, SYSTEM_OPERATIONS, TYPE_OPERATIONS,
+};
 use std::collections::BTreeMap;
 
 use crate::conformance::{R4Structure, known_profiles};
@@ -73,6 +75,12 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
             let operations: Vec<Value> = OPERATIONS
                 .iter()
                 .map(|(name, _)| json!({"name": name, "definition": format!("http://hl7.org/fhir/OperationDefinition/Resource-{name}")}))
+                .chain(
+                    TYPE_OPERATIONS
+                        .iter()
+                        .filter(|(ty, _, _)| *ty == t)
+                        .map(|(_, name, definition)| json!({"name": name, "definition": definition})),
+                )
                 .collect();
             let mut entry = json!({
                 "type": t,
@@ -116,6 +124,7 @@ pub fn capability_statement(state: &AppState, tenant: &TenantId) -> Value {
             "security": security(&state.fhir_base(tenant)),
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
+            "operation": SYSTEM_OPERATIONS.iter().map(|(name, definition)| json!({"name": name, "definition": definition})).collect::<Vec<_>>(),
         }],
     })
 }

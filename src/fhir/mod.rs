@@ -9,6 +9,8 @@ mod break_glass;
 mod bundle;
 pub mod capability;
 mod conditional;
+mod everything;
+mod export;
 mod fhirpath_patch;
 mod history;
 pub mod negotiate;
@@ -43,6 +45,31 @@ pub const RESOURCE_INTERACTIONS: &[&str] = &[
 /// Operations, as (name, level) for the CapabilityStatement; a test probes each.
 pub const OPERATIONS: &[(&str, &str)] = &[("validate", "type and instance")];
 
+/// Operations of one resource type, as (type, name, OperationDefinition).
+pub const TYPE_OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "Patient",
+        "everything",
+        "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    ),
+    (
+        "Patient",
+        "export",
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+    ),
+    (
+        "Group",
+        "export",
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+    ),
+];
+
+/// System-level operations, as (name, OperationDefinition).
+pub const SYSTEM_OPERATIONS: &[(&str, &str)] = &[(
+    "export",
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+)];
+
 /// System-level interactions.
 pub const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch"];
 
@@ -76,6 +103,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/AuditEvent/{id}")
                     .route(web::get().to(audit_event::read))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            // Bulk Data export and $everything, before the generic /{type} routes.
+            .service(
+                web::resource("/$export")
+                    .route(web::get().to(export::system_kick_off))
+                    .route(web::post().to(export::system_kick_off))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/$export-status/{job}")
+                    .route(web::get().to(export::status))
+                    .route(web::delete().to(export::cancel))
+                    .default_service(web::to(not_allowed("GET, DELETE"))),
+            )
+            .service(
+                web::resource("/$export-file/{job}/{file}")
+                    .route(web::get().to(export::file))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/Patient/$export")
+                    .route(web::get().to(export::patient_kick_off))
+                    .route(web::post().to(export::patient_kick_off))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/Group/{id}/$export")
+                    .route(web::get().to(export::group_kick_off))
+                    .route(web::post().to(export::group_kick_off))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/Patient/$everything")
+                    .route(web::get().to(everything::type_level))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/Patient/{id}/$everything")
+                    .route(web::get().to(everything::instance))
                     .default_service(web::to(not_allowed("GET"))),
             )
             .service(

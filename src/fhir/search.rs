@@ -182,15 +182,15 @@ async fn search(
 
 /// The searchset, with entries kept as the JSON text they already are.
 #[derive(serde::Serialize)]
-struct SearchBundle {
+pub(super) struct SearchBundle {
     #[serde(rename = "resourceType")]
-    resource_type: &'static str,
+    pub resource_type: &'static str,
     #[serde(rename = "type")]
-    bundle_type: &'static str,
+    pub bundle_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<i64>,
-    link: Vec<Value>,
-    entry: Vec<Box<RawValue>>,
+    pub total: Option<i64>,
+    pub link: Vec<Value>,
+    pub entry: Vec<Box<RawValue>>,
 }
 
 fn raw(text: String) -> Result<Box<RawValue>, FhirError> {
@@ -201,7 +201,7 @@ fn raw(text: String) -> Result<Box<RawValue>, FhirError> {
 /// One entry. The stored JSON is spliced in as it is (it is served as stored, and parsing
 /// and re-serialising every resource of a page costs more than the query); only
 /// `_summary`/`_elements` need a tree.
-fn entry(
+pub(super) fn entry(
     base: &str,
     v: &StoredVersion,
     mode: &str,

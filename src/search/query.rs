@@ -151,6 +151,8 @@ pub enum PatientSet {
     CareOf(CareOf),
     /// The member patients of a Group (a Backend Services client confined to a panel).
     GroupMembers(String),
+    /// Every patient: the resource is patient data of some patient (Patient-level export).
+    Any,
 }
 
 /// One condition on a resource (or, inside a chain, on the referenced resource).
@@ -164,6 +166,12 @@ pub enum Predicate {
         params: Vec<String>,
         patient_itself: bool,
         patients: PatientSet,
+    },
+    /// The resource is referenced by a resource that references `Patient/{patient}`
+    /// (`$everything`'s practitioners, organizations, locations and medications; never a
+    /// request parameter).
+    ReferencedBy {
+        patient: String,
     },
     /// Any of these exact (system, code) pairs (access control: security labels).
     TokenIn {
@@ -301,6 +309,28 @@ pub struct SearchQuery {
     /// What the caller may see of the type (`None`: everything); set from the access
     /// decision, never from request parameters.
     pub access: Option<AccessFilter>,
+}
+
+impl SearchQuery {
+    /// A search of `resource_type` by `clauses` alone (server-built searches: exports,
+    /// `$everything`): default order (by id), no includes, no total.
+    pub fn for_type(resource_type: &str, clauses: Vec<Clause>) -> SearchQuery {
+        SearchQuery {
+            resource_type: resource_type.to_owned(),
+            clauses,
+            sort: Vec::new(),
+            count: policy().default_count,
+            page: None,
+            includes: Vec::new(),
+            revincludes: Vec::new(),
+            summary: Summary::None,
+            elements: None,
+            total: false,
+            used: Vec::new(),
+            ignored: Vec::new(),
+            access: None,
+        }
+    }
 }
 
 /// Rows the caller may see: those matching every clause of at least one grant (a SMART

@@ -7,6 +7,7 @@
 
 mod access;
 mod app;
+mod bulk;
 mod clinical;
 mod hl7;
 mod hook;
@@ -25,6 +26,7 @@ use crate::tenant::TenantId;
 
 pub use access::set_tenant_access_policy;
 pub use app::{EhrRegistrationRow, LaunchRow, NewSession, SessionEnd, SessionRow};
+pub use bulk::{BulkFileRow, BulkJobRow, BulkProgress, NewBulkJob};
 pub use clinical::{
     ChunkOwner, InvocationResult, NewChunk, NewInvocation, OutboxRow, RetrievalQuery,
     RetrievedChunk, set_tenant_ai_settings,

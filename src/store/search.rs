@@ -275,6 +275,12 @@ impl Sql {
     fn patient_set(&mut self, patients: &PatientSet, owner: Owner) {
         match patients {
             PatientSet::CareOf(care) => self.care_set(care, owner),
+            PatientSet::Any => {
+                self.push(&format!(
+                    "(SELECT a.id FROM resources a WHERE a.tenant_id = {} AND a.resource_type = 'Patient')",
+                    owner.tenant
+                ));
+            }
             PatientSet::GroupMembers(group) => {
                 self.push(&format!(
                     "(SELECT g.target_id FROM search_reference g WHERE g.tenant_id = {} AND g.resource_type = 'Group' AND g.resource_id = ",
@@ -330,7 +336,9 @@ impl Sql {
                 patients,
             } => {
                 self.push("(");
-                if *patient_itself {
+                if *patient_itself && *patients == PatientSet::Any {
+                    self.push(&format!("{} = 'Patient' OR ", owner.resource_type));
+                } else if *patient_itself {
                     self.push(&format!(
                         "({} = 'Patient' AND {} IN ",
                         owner.resource_type, owner.id
@@ -344,11 +352,23 @@ impl Sql {
                     owner.tenant, owner.resource_type, owner.id
                 ));
                 self.qb.push_bind(params.clone());
-                self.push(&format!(
-                    ") AND {a}.target_type = 'Patient' AND {a}.target_id IN "
-                ));
-                self.patient_set(patients, owner);
+                self.push(&format!(") AND {a}.target_type = 'Patient'"));
+                if *patients != PatientSet::Any {
+                    self.push(&format!(" AND {a}.target_id IN "));
+                    self.patient_set(patients, owner);
+                }
                 self.push("))");
+            }
+            Predicate::ReferencedBy { patient } => {
+                // From the patient's side: the (few) resources referencing the patient,
+                // then what they reference; a popular practitioner costs nothing extra.
+                let (m, s) = (self.alias(), self.alias());
+                self.push(&format!(
+                    "{} IN (SELECT {s}.target_id FROM search_reference {m} JOIN search_reference {s} ON {s}.tenant_id = {m}.tenant_id AND {s}.resource_type = {m}.resource_type AND {s}.resource_id = {m}.resource_id WHERE {m}.tenant_id = {} AND {m}.target_type = 'Patient' AND {m}.target_id = ",
+                    owner.id, owner.tenant
+                ));
+                self.bind_text(patient);
+                self.push(&format!(" AND {s}.target_type = {})", owner.resource_type));
             }
             Predicate::Id(id) => {
                 self.push(&format!("{} = ", owner.id));

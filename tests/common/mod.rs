@@ -39,15 +39,13 @@ pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| start_server(|_| {}))
 }
 
-/// A server with the test configuration, changed by `adjust`, on an ephemeral port.
-pub fn start_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    let origin = format!("http://{}", listener.local_addr().expect("local addr"));
+/// A server's configuration in the tests, at `origin`.
+pub fn test_config(origin: &str) -> Config {
     let mut config = Config::default();
     config.database.url = Some(env("DATABASE_URL"));
     config.database.migration_url = Some(env("HEARTH_MIGRATION_DATABASE_URL"));
     config.database.max_connections = 16;
-    config.server.public_base_url = origin.clone();
+    config.server.public_base_url = origin.to_owned();
     config.server.max_body_bytes = MAX_BODY_BYTES;
     config.server.workers = 2;
     // The SMART tests' identity provider and JWKS servers are plain-http loopback peers,
@@ -58,6 +56,21 @@ pub fn start_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
     // timeout keeps the automatic-logoff tests quick.
     config.app.allow_http_ehr = true;
     config.app.idle_timeout_secs = APP_IDLE_SECS;
+    // Every server of every test binary runs export jobs: one shared export directory (as
+    // production's servers must share one), small pages with a pause, so a test can catch
+    // a job running.
+    config.bulk.dir = std::env::temp_dir().join("hearth-test-bulk");
+    config.bulk.page_size = 25;
+    config.bulk.pause_between_pages_ms = 40;
+    config.bulk.poll_interval_ms = 100;
+    config
+}
+
+/// A server with the test configuration, changed by `adjust`, on an ephemeral port.
+pub fn start_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let origin = format!("http://{}", listener.local_addr().expect("local addr"));
+    let mut config = test_config(&origin);
     adjust(&mut config);
     // `adjust` may name the server differently (say, `localhost` for another site).
     let origin = config.server.public_base_url.clone();
