@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests against a real
-# PostgreSQL. Provisions the private cluster (scripts/db.sh) unless DATABASE_URL is set, in
+# The whole test suite: formatting, lints, the terraform checks, unit and integration
+# tests against a real PostgreSQL. Provisions the private cluster (scripts/db.sh) unless DATABASE_URL is set, in
 # which case HEARTH_MIGRATION_DATABASE_URL must name the owner role of that database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,7 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== terraform checks (fmt, checkov, invariants)" >&2
+scripts/terraform-check.sh
 echo "== cargo test" >&2
 cargo test --workspace --locked "$@"
