@@ -1,8 +1,9 @@
 //! `hearth bench-retrieval`: the retrieval index at scale, over a tenant's real record (one
 //! filled by `hearth demo-data`, written through the write path).
 //!
-//! With `--reindex`, every current resource of the tenant is queued and indexed first by
-//! `--indexers` concurrent indexers (the code `hearth serve` runs): resources/s and chunks/s.
+//! With `--index`, what is queued is indexed first by `--indexers` concurrent indexers (the
+//! code `hearth serve` runs): resources/s and chunks/s; `--reindex` queues every current
+//! resource of the tenant before.
 //! Then, for `--queries` seeded (patient, question) pairs per round, it times:
 //! - **hybrid**: `Store::retrieve`, what a summary or question runs: the patient's chunks of
 //!   visible resources only, vector and full-text ranks fused;
@@ -34,6 +35,10 @@ pub struct BenchRetrievalArgs {
     /// Queue every current resource of the tenant and index it first (timed).
     #[arg(long)]
     pub reindex: bool,
+    /// Index what is already queued first (timed): a tenant just filled through the write
+    /// path has every resource queued by the outbox trigger.
+    #[arg(long)]
+    pub index: bool,
     /// Concurrent indexers for `--reindex`.
     #[arg(long, default_value_t = 2)]
     pub indexers: usize,
@@ -106,11 +111,14 @@ pub async fn run(config: Config, args: BenchRetrievalArgs) -> Result<(), CliErro
     let mut out = std::io::stdout();
     let embedder = Embedder::Hashing;
 
-    if args.reindex {
-        let queued = store.queue_reindex(&tenant).await?;
+    if args.reindex || args.index {
+        if args.reindex {
+            store.queue_reindex(&tenant).await?;
+        }
         writeln!(
             out,
-            "indexing {queued} resources with {} indexers ...",
+            "indexing {} queued changes with {} indexers ...",
+            outbox_count(&store, &tenant).await?,
             args.indexers
         )?;
         let before = chunk_count(&store, &tenant).await?;
@@ -307,15 +315,38 @@ async fn measure_round(
     Ok(round)
 }
 
-async fn chunk_count(store: &Store, tenant: &TenantId) -> Result<i64, CliError> {
+/// A `SELECT count(*) ... WHERE tenant_id = $1` of the tenant's rows.
+pub(crate) async fn tenant_count(
+    store: &Store,
+    tenant: &TenantId,
+    sql: &'static str,
+) -> Result<i64, CliError> {
     let mut tx = store.begin(tenant).await?;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM clinical_chunks WHERE tenant_id = $1")
+    let n: i64 = sqlx::query_scalar(sql)
         .bind(tenant.as_str())
         .fetch_one(tx.conn())
         .await
         .map_err(crate::store::StoreError::from)?;
     tx.commit().await?;
     Ok(n)
+}
+
+async fn outbox_count(store: &Store, tenant: &TenantId) -> Result<i64, CliError> {
+    tenant_count(
+        store,
+        tenant,
+        "SELECT count(*) FROM clinical_outbox WHERE tenant_id = $1",
+    )
+    .await
+}
+
+async fn chunk_count(store: &Store, tenant: &TenantId) -> Result<i64, CliError> {
+    tenant_count(
+        store,
+        tenant,
+        "SELECT count(*) FROM clinical_chunks WHERE tenant_id = $1",
+    )
+    .await
 }
 
 async fn chunk_patients(store: &Store, tenant: &TenantId) -> Result<Vec<String>, CliError> {

@@ -106,6 +106,8 @@ pub enum Command {
     BenchTransaction(crate::bench_conformance::BenchTransactionArgs),
     /// Benchmark the retrieval index: indexing throughput and hybrid retrieval latency.
     BenchRetrieval(crate::bench_retrieval::BenchRetrievalArgs),
+    /// Benchmark Bulk Data export against a raw-SQL dump of the same resources.
+    BenchExport(crate::bench_export::BenchExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -632,6 +634,10 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
         Command::BenchRetrieval(args) => {
             drop(out);
             crate::bench_retrieval::run(config, args).await?;
+        }
+        Command::BenchExport(args) => {
+            drop(out);
+            crate::bench_export::run(config, args).await?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench;
 pub mod bench_access;
 pub mod bench_conformance;
+pub mod bench_export;
 pub mod bench_mllp;
 pub mod bench_retrieval;
 pub mod bench_search;
