@@ -42,6 +42,10 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("session secrets: {0}")]
     Seal(#[from] crate::auth::seal::SealError),
+    /// A prior-authorization step refused (no rule set, an unreviewed draft, a payer that
+    /// did not accept): the message is for the page only, never the log.
+    #[error("prior authorization refused ({status})")]
+    PriorAuth { status: StatusCode, message: String },
 }
 
 impl AppError {
@@ -128,6 +132,7 @@ impl AppError {
                 "Request not accepted",
                 "The form was not sent from this Hearth window. Reload the page and try again.".into(),
             ),
+            PriorAuth { status, message } => (*status, "Prior authorization", message.clone()),
             Store(_) | Seal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod launch;
 pub mod pages;
+pub mod prior_auth;
 pub mod render;
 pub mod session;
 pub mod views;
@@ -26,7 +27,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/app/patient/{pid}/sync", web::post().to(launch::resync))
         .route(
             "/app/patient/{pid}/prior-auth",
-            web::get().to(views::prior_auth),
+            web::get().to(prior_auth::list),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/draft",
+            web::post().to(prior_auth::draft),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/{packet}",
+            web::get().to(prior_auth::packet),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/{packet}/review",
+            web::post().to(prior_auth::review),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/{packet}/decision",
+            web::post().to(prior_auth::decision),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/{packet}/bundle",
+            web::get().to(prior_auth::bundle),
+        )
+        .route(
+            "/app/patient/{pid}/prior-auth/{packet}/submit",
+            web::post().to(prior_auth::submit),
         )
         .route(
             "/app/patient/{pid}/source/{type}/{id}",

@@ -472,12 +472,209 @@ pub fn source_page(chrome: &Chrome, view: &SourceView) -> String {
     page(chrome, Section::Other, main)
 }
 
-/// Placeholder until prior-authorization drafts ship; the nav works around it.
-pub fn prior_auth_page(chrome: &Chrome) -> String {
+/// An order the patient has, and whether a rule set covers it.
+#[derive(Debug, Clone)]
+pub struct PriorAuthOrder {
+    pub label: String,
+    /// `ServiceRequest/{id}` or `MedicationRequest/{id}`.
+    pub reference: String,
+    /// The covering rule set's title; None: no rule set, no draft.
+    pub rule_set: Option<String>,
+}
+
+/// A packet in the list.
+#[derive(Debug, Clone)]
+pub struct PacketLink {
+    pub href: String,
+    pub title: String,
+    pub status: String,
+    pub updated: String,
+}
+
+/// The prior-authorization page: the orders to draft for, and the packets so far.
+#[derive(Debug, Clone, Default)]
+pub struct PriorAuthList {
+    pub orders: Vec<PriorAuthOrder>,
+    pub packets: Vec<PacketLink>,
+    /// Where "Draft" POSTs (field `order`).
+    pub draft_action: String,
+}
+
+/// One answer of a packet, as the reviewer sees it.
+#[derive(Debug, Clone)]
+pub struct PacketItem {
+    pub link_id: String,
+    pub question: String,
+    pub required: bool,
+    /// None: "not found in the record" (or rejected).
+    pub answer: Option<String>,
+    /// auto, override, manual (with who).
+    pub origin: Option<String>,
+    pub confidence: Option<String>,
+    /// pending, accepted, edited, rejected.
+    pub review: String,
+    /// (label, href to the source view).
+    pub citations: Vec<(String, String)>,
+}
+
+/// A packet's page.
+#[derive(Debug, Clone)]
+pub struct PacketPage {
+    pub title: String,
+    pub status: String,
+    pub order: String,
+    pub items: Vec<PacketItem>,
+    /// Why it cannot be approved yet.
+    pub blockers: Vec<String>,
+    pub review_action: String,
+    pub decision_action: String,
+    /// For an approved packet: the PAS Bundle download and the payer submission.
+    pub bundle_href: Option<String>,
+    pub submit_action: Option<String>,
+    pub submission: Option<String>,
+    /// (when, who, what), oldest first.
+    pub history: Vec<(String, String, String)>,
+    pub back_href: String,
+}
+
+/// The prior-authorization page: orders a rule set covers (each with a Draft button) and
+/// the packets drafted so far.
+pub fn prior_auth_page(chrome: &Chrome, view: &PriorAuthList) -> String {
+    let csrf = chrome.session.as_ref().map(|s| s.csrf).unwrap_or_default();
     let main = html! {
         h1 { "Prior authorization" }
-        p { "Prior-authorization drafts arrive with a later release of Hearth." }
-        p { "Until then, use the Summary to review the records a request would cite." }
+        section aria-labelledby="orders-heading" {
+            h2 id="orders-heading" { "Orders" }
+            @if view.orders.is_empty() {
+                p.empty { "No orders were found for this patient." }
+            } @else {
+                table.records aria-labelledby="orders-heading" {
+                    thead { tr { th scope="col" { "Order" } th scope="col" { "Payer criteria" } th scope="col" { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for order in &view.orders {
+                            tr {
+                                td { (order.label) }
+                                td { @match &order.rule_set { Some(t) => (t), None => "None on file" } }
+                                td {
+                                    @if order.rule_set.is_some() {
+                                        form method="post" action=(safe_url(&view.draft_action)) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="order" value=(order.reference);
+                                            button type="submit" { "Draft prior authorization" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="packets-heading" {
+            h2 id="packets-heading" { "Drafts and requests" }
+            @if view.packets.is_empty() {
+                p.empty { "No prior-authorization drafts yet." }
+            } @else {
+                ul.packets {
+                    @for p in &view.packets {
+                        li { a href=(safe_url(&p.href)) { (p.title) } " — " (p.status) ", updated " (p.updated) }
+                    }
+                }
+            }
+        }
+    };
+    page(chrome, Section::PriorAuth, main)
+}
+
+/// A packet: every answer with its evidence and the reviewer's choices; approval.
+pub fn packet_page(chrome: &Chrome, view: &PacketPage) -> String {
+    let csrf = chrome.session.as_ref().map(|s| s.csrf).unwrap_or_default();
+    let draft = view.status == "draft";
+    let main = html! {
+        p.back { a href=(safe_url(&view.back_href)) { span aria-hidden="true" { "← " } "Back to prior authorization" } }
+        h1 { (view.title) }
+        dl.facts {
+            dt { "Order" } dd { (view.order) }
+            dt { "Status" } dd.packet-status { (view.status) }
+        }
+        p { "Hearth drafted these answers from the record. Check each against its evidence: accept it, correct it, or reject it. Nothing is sent to the payer until you approve." }
+        ol.answers {
+            @for item in &view.items {
+                li.answer id={ "item-" (item.link_id) } data-review=(item.review) {
+                    h2 { (item.question) @if item.required { " " span.required { "(required)" } } }
+                    @match &item.answer {
+                        Some(a) => p.value { strong { (a) } },
+                        None => p.value.not-found { strong { "Not found in the record" } },
+                    }
+                    p.meta {
+                        "Review: " span.review { (item.review) }
+                        @if let Some(o) = &item.origin { " · Source: " (o) }
+                        @if let Some(c) = &item.confidence { " · Confidence: " (c) }
+                    }
+                    @if !item.citations.is_empty() {
+                        p.evidence { "Evidence: "
+                            @for (i, (label, href)) in item.citations.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                a.citation href=(safe_url(href)) { (label) }
+                            }
+                        }
+                    }
+                    @if draft {
+                        form.review method="post" action=(safe_url(&view.review_action)) {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="link_id" value=(item.link_id);
+                            @if item.answer.is_some() {
+                                button type="submit" name="action" value="accept" { "Accept" }
+                                " "
+                            }
+                            button type="submit" name="action" value="reject" { "Reject" }
+                        }
+                        form.edit method="post" action=(safe_url(&view.review_action)) {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="link_id" value=(item.link_id);
+                            input type="hidden" name="action" value="edit";
+                            label for={ "value-" (item.link_id) } { "Your answer" }
+                            " "
+                            input type="text" id={ "value-" (item.link_id) } name="value";
+                            " "
+                            button type="submit" { "Save answer" }
+                        }
+                    }
+                }
+            }
+        }
+        @if draft {
+            section.decision aria-labelledby="decision-heading" {
+                h2 id="decision-heading" { "Decision" }
+                @if !view.blockers.is_empty() {
+                    p { "Before approving:" }
+                    ul.blockers { @for b in &view.blockers { li { (b) } } }
+                }
+                form method="post" action=(safe_url(&view.decision_action)) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" name="decision" value="approve" disabled[!view.blockers.is_empty()] { "Approve request" }
+                    " "
+                    button type="submit" name="decision" value="reject" { "Reject request" }
+                }
+            }
+        }
+        @if let Some(href) = &view.bundle_href {
+            section aria-labelledby="export-heading" {
+                h2 id="export-heading" { "Request to the payer" }
+                p { a.button href=(safe_url(href)) download { "Download the PAS request (FHIR Bundle)" } }
+                @if let Some(action) = &view.submit_action {
+                    form method="post" action=(safe_url(action)) {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { "Submit to the payer" }
+                    }
+                }
+                @if let Some(s) = &view.submission { p.submission { (s) } }
+            }
+        }
+        section aria-labelledby="history-heading" {
+            h2 id="history-heading" { "History" }
+            ol.history { @for (at, who, what) in &view.history { li { (at) " — " (who) ": " (what) } } }
+        }
     };
     page(chrome, Section::PriorAuth, main)
 }
@@ -1152,7 +1349,7 @@ mod tests {
                     back_href: "/app/patient/p1".to_owned(),
                 },
             ),
-            prior_auth_page(&c),
+            prior_auth_page(&c, &PriorAuthList::default()),
             error_page(
                 &bare,
                 &ErrorView {
@@ -1251,7 +1448,7 @@ mod tests {
         let summary = summary_page(&c, &summary(vec![], SyncOutcome::Complete));
         assert!(summary.contains(r#"<a href="/app/patient/p1" aria-current="page">Summary</a>"#));
         assert!(summary.contains(r#"<a href="/app/patient/p1/prior-auth">Prior"#));
-        let prior = prior_auth_page(&c);
+        let prior = prior_auth_page(&c, &PriorAuthList::default());
         assert!(prior.contains(r#"<a href="/app/patient/p1">Summary</a>"#));
         assert!(prior.contains(r#"<a href="/app/patient/p1/prior-auth" aria-current="page">"#));
         assert!(prior.contains(r#"data-inactivity-secs="900""#));
@@ -1262,7 +1459,10 @@ mod tests {
             patient_id: "a/b?c",
             ..session(&banner)
         };
-        assert!(prior_auth_page(&chrome(None, Some(odd))).contains("/app/patient/a%2Fb%3Fc\""));
+        assert!(
+            prior_auth_page(&chrome(None, Some(odd)), &PriorAuthList::default())
+                .contains("/app/patient/a%2Fb%3Fc\"")
+        );
     }
 
     #[test]

@@ -237,10 +237,15 @@ pub struct CsrfForm {
 
 impl CsrfForm {
     pub fn check(&self, session: &ActiveSession) -> Result<(), AppError> {
-        constant_time_eq(self.csrf.as_bytes(), session.row.csrf.as_bytes())
-            .then_some(())
-            .ok_or(AppError::BadForm)
+        check_csrf(session, &self.csrf)
     }
+}
+
+/// A form's CSRF token must be the session's.
+pub fn check_csrf(session: &ActiveSession, csrf: &str) -> Result<(), AppError> {
+    constant_time_eq(csrf.as_bytes(), session.row.csrf.as_bytes())
+        .then_some(())
+        .ok_or(AppError::BadForm)
 }
 
 /// `POST /app/logout` (the page's form, with its CSRF token).

@@ -446,26 +446,6 @@ fn note_of(resource: &Value, passage: Option<&str>) -> Option<NoteView> {
     })
 }
 
-/// `GET /app/patient/{pid}/prior-auth`.
-pub async fn prior_auth(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    let session = for_patient(&req, &state, &path).await?;
-    let ehr = ehr_label(&session);
-    let frame = Frame::new(&session, None);
-    let chrome = frame.chrome(
-        "Prior authorization",
-        &session,
-        &ehr,
-        state.config.app.idle_timeout_secs,
-    );
-    Ok(frame
-        .policy
-        .page(StatusCode::OK, pages::prior_auth_page(&chrome)))
-}
-
 /// `GET /app`: the current session's patient, or the signed-out page.
 pub async fn home(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let session = current(&req, &state).await?;

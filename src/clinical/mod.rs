@@ -7,6 +7,7 @@ pub mod chunk;
 pub mod embed;
 pub mod extractive;
 pub mod index;
+pub mod prior_auth;
 pub mod summary;
 pub mod verify;
 

@@ -80,7 +80,18 @@ pub async fn patient_record(
     cx: &Context<'_>,
     patient_id: &str,
 ) -> Result<Vec<RecordEntry>, SummaryError> {
-    Ok(parse_record(patient_versions(cx, patient_id).await?))
+    patient_record_of(cx, patient_id, RECORD_TYPES).await
+}
+
+/// The patient's resources of `types` (Patient among them) as the caller may see them.
+pub async fn patient_record_of(
+    cx: &Context<'_>,
+    patient_id: &str,
+    types: &[&str],
+) -> Result<Vec<RecordEntry>, SummaryError> {
+    Ok(parse_record(
+        patient_versions_of(cx, patient_id, types).await?,
+    ))
 }
 
 /// The stored versions of the patient's record the caller may see (not yet parsed: a
@@ -90,10 +101,18 @@ async fn patient_versions(
     cx: &Context<'_>,
     patient_id: &str,
 ) -> Result<Vec<crate::store::StoredVersion>, SummaryError> {
+    patient_versions_of(cx, patient_id, RECORD_TYPES).await
+}
+
+async fn patient_versions_of(
+    cx: &Context<'_>,
+    patient_id: &str,
+    types: &[&str],
+) -> Result<Vec<crate::store::StoredVersion>, SummaryError> {
     let local_base = format!("{}/fhir/{}", cx.public_base, cx.tenant);
     let mut record = Vec::new();
     let mut tx = cx.store.begin(cx.tenant).await?;
-    for resource_type in RECORD_TYPES {
+    for resource_type in types {
         let Ok(decision) = cx.subject.decide(resource_type, Interaction::Search) else {
             continue;
         };

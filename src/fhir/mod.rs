@@ -16,6 +16,7 @@ mod history;
 pub mod negotiate;
 pub mod outcome;
 mod patch;
+mod populate;
 mod resource;
 mod search;
 mod summary;
@@ -56,6 +57,11 @@ pub const TYPE_OPERATIONS: &[(&str, &str, &str)] = &[
         "Patient",
         "export",
         "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+    ),
+    (
+        "Questionnaire",
+        "populate",
+        "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-populate",
     ),
     (
         "Group",
@@ -134,6 +140,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(export::group_kick_off))
                     .route(web::post().to(export::group_kick_off))
                     .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/Questionnaire/$populate")
+                    .route(web::post().to(populate::type_level))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/Questionnaire/{id}/$populate")
+                    .route(web::post().to(populate::instance))
+                    .default_service(web::to(not_allowed("POST"))),
             )
             .service(
                 web::resource("/Patient/$everything")

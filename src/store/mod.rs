@@ -13,6 +13,7 @@ mod hl7;
 mod hook;
 mod index;
 mod oauth;
+mod prior_auth;
 mod relationships;
 mod resources;
 mod schema;
@@ -34,6 +35,7 @@ pub use clinical::{
 pub use hl7::{MessageRecord, MessageStatus, MessageSummary};
 pub use hook::{CommitHook, HookFuture, WrittenVersion, with_commit_hook};
 pub use oauth::{ClientRow, TrustedIssuerRow};
+pub use prior_auth::{PacketChange, PacketEvent, PacketRow, set_tenant_prior_auth_settings};
 pub use relationships::{
     CareKind, CareLink, CareRelationship, PatientSite, PatientSiteLink, PractitionerSite,
     PractitionerSiteLink, RELATIONSHIP_SOURCES, RelationshipRows, SiteType, is_relationship_source,
