@@ -1200,10 +1200,12 @@ fn cpu_stages(
             Some(&[]),
         )
         .ok_or_else(|| "no feed matches the generated MSH-3/MSH-4".to_owned())?;
+    let known_patients = std::collections::BTreeMap::new();
     let ctx = MapContext {
         tenant: &listener.tenant,
         feed,
         message: &msg,
+        known_patients: &known_patients,
     };
     let started = Instant::now();
     let mapped = map_message(&ctx).map_err(|e| format!("map: {}", e.text))?;

@@ -259,10 +259,19 @@ impl Ingestor {
             });
         }
         let message_id = receipt.replay_of.unwrap_or_else(Uuid::new_v4);
+        let unresolved = std::collections::BTreeMap::new();
+        let identifiers = super::map::patient_identifiers(&MapContext {
+            tenant,
+            feed,
+            message: msg,
+            known_patients: &unresolved,
+        });
+        let known_patients = tx.patients_with_identifiers(&identifiers).await?;
         let ctx = MapContext {
             tenant,
             feed,
             message: msg,
+            known_patients: &known_patients,
         };
         let outcome = match map_message(&ctx) {
             Ok(mapped) => self.apply(&mut tx, msg, &ctx, mapped, message_id).await,

@@ -59,6 +59,35 @@ pub struct MessageSummary {
 }
 
 impl TenantTx {
+    /// The Patients holding each identifier (system, value), where exactly one does (an
+    /// identifier two Patients share names neither).
+    pub async fn patients_with_identifiers(
+        &mut self,
+        identifiers: &[(String, String)],
+    ) -> Result<std::collections::BTreeMap<(String, String), String>, StoreError> {
+        if identifiers.is_empty() {
+            return Ok(Default::default());
+        }
+        let tenant = self.tenant().as_str().to_owned();
+        let (systems, values): (Vec<String>, Vec<String>) = identifiers.iter().cloned().unzip();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT t.system, t.code, min(t.resource_id) FROM search_token t
+               JOIN unnest($2::text[], $3::text[]) AS i(system, code)
+                 ON t.system = i.system AND t.code = i.code
+              WHERE t.tenant_id = $1 AND t.resource_type = 'Patient' AND t.param = 'identifier'
+              GROUP BY t.system, t.code HAVING count(DISTINCT t.resource_id) = 1",
+        )
+        .bind(&tenant)
+        .bind(&systems)
+        .bind(&values)
+        .fetch_all(self.conn())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(system, code, id)| ((system, code), id))
+            .collect())
+    }
+
     /// The acknowledgement already given to this sender's message `control_id`, if any.
     pub async fn previous_ack(
         &mut self,

@@ -87,10 +87,17 @@ pub fn map_adt(ctx: &MapContext) -> Result<Mapped, MappingError> {
     Ok(mapped)
 }
 
-/// The Patient id of an identifier (tenant-salted hash of system and value).
+/// The Patient id of an identifier: the Patient the tenant already holds with it, else a
+/// tenant-salted hash of system and value.
 fn patient_id_for(ctx: &MapContext, id: &Value) -> String {
     let system = id["system"].as_str().unwrap_or_default();
     let value = id["value"].as_str().unwrap_or_default();
+    if let Some(known) = ctx
+        .known_patients
+        .get(&(system.to_owned(), value.to_owned()))
+    {
+        return known.clone();
+    }
     ctx.stable_id("pat", &[system, value])
 }
 

@@ -142,6 +142,29 @@ pub struct MapContext<'a> {
     pub tenant: &'a TenantId,
     pub feed: &'a FeedSettings,
     pub message: &'a Message,
+    /// Patients the tenant already holds, by identifier (system, value): a message about a
+    /// patient registered another way (REST, another feed) updates that Patient instead of
+    /// creating a second one. Empty: every patient id is derived from its identifier.
+    pub known_patients: &'a std::collections::BTreeMap<(String, String), String>,
+}
+
+/// The identifiers (system, value) of the message's patients (PID-3, MRG-1), as the
+/// mapper reads them: what to look up before mapping.
+pub fn patient_identifiers(ctx: &MapContext) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (segment, field) in [("PID", 3), ("MRG", 1)] {
+        for seg in ctx.message.all(segment) {
+            for rep in seg.repetitions(field).iter() {
+                if let Some(id) = datatypes::identifier(ctx, rep)
+                    && let (Some(system), Some(value)) =
+                        (id["system"].as_str(), id["value"].as_str())
+                {
+                    out.push((system.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    out
 }
 
 impl MapContext<'_> {
