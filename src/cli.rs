@@ -189,6 +189,13 @@ pub enum TenantCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Where approved prior-authorization requests are submitted: the payer's FHIR base
+    /// (`Claim/$submit` below it), https only; `--payer-url ""` removes it (owner role).
+    PriorAuth {
+        id: String,
+        #[arg(long)]
+        payer_url: String,
+    },
     /// Queue every current resource of a tenant for the retrieval index (data written
     /// before the index existed, or a rebuild); `hearth serve`'s indexer works through it.
     Reindex { id: String },
@@ -483,6 +490,29 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             let owner = store::connect(owner_url(&config)?, 2).await?;
             store::set_tenant_ai_settings(&owner, &tenant, &settings).await?;
             writeln!(out, "tenant {tenant}: AI settings set")?;
+        }
+        Command::Tenant {
+            command: TenantCommand::PriorAuth { id, payer_url },
+        } => {
+            let tenant = TenantId::parse(&id)?;
+            let url = payer_url.trim().trim_end_matches('/');
+            // Claims carry PHI: TLS only, except a loopback test endpoint.
+            let loopback =
+                url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:");
+            if !url.is_empty() && !url.starts_with("https://") && !loopback {
+                return Err(CliError::Usage("--payer-url must be an https URL".into()));
+            }
+            let owner = store::connect(owner_url(&config)?, 2).await?;
+            store::set_tenant_prior_auth_settings(
+                &owner,
+                &tenant,
+                &serde_json::json!({"payerSubmitUrl": url}),
+            )
+            .await?;
+            writeln!(
+                out,
+                "tenant {tenant}: prior-authorization payer endpoint set"
+            )?;
         }
         Command::Tenant {
             command: TenantCommand::List,

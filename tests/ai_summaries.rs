@@ -35,7 +35,9 @@ fn parts() -> &'static (Standin, TestServer) {
                         "The record documents this patient's diabetes care [1]. Hemoglobin A1c was 9.9 % on 2026-02-14 [1]. The patient is doing well overall. Follow-up is documented [99]."},
                     {"match": "Summarise", "model": MODEL, "reply":
                         "The record documents this patient's diabetes care [1]. Hemoglobin A1c was 9.9 % on 2026-02-14 [1]. The patient is doing well overall. Follow-up is documented [99]."},
-                    {"match": "A1c", "model": MODEL, "reply": "NOT FOUND IN THE RECORD"}
+                    {"match": "A1c", "model": MODEL, "reply": "NOT FOUND IN THE RECORD"},
+                    {"match": "conservative care", "model": MODEL, "reply":
+                        "The note documents a supervised course of rehabilitation exercises for the low back as conservative care [1]. The patient attended 24 sessions [1]."}
                 ]
             })
             .to_string(),
@@ -255,5 +257,105 @@ async fn titan_embeds_the_index_with_a_baa_and_a_change_of_model_reindexes() {
     assert_eq!(
         models(&ctx, &chart.patient).await,
         vec!["hearth-hashing-v1".to_owned()]
+    );
+}
+
+/// A prior-authorization note item the phrase rules miss is answered by the model over the
+/// retrieved notes, verified: the supported sentence stands, cited to the note; the
+/// fabricated count is removed.
+#[tokio::test]
+async fn prior_auth_free_text_evidence_comes_from_the_model_verified() {
+    let _serial = SERIAL.lock().await;
+    let (_, server) = parts();
+    let ctx = ctx_on(server, unique_tenant()).await;
+    set_ai(
+        &ctx,
+        json!({"engine": "bedrock", "bedrock_baa": true, "model_id": MODEL}),
+    )
+    .await;
+    let patient = ctx.create(&common::patient("Lumbar")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let subject = json!({"reference": format!("Patient/{patient}")});
+    ctx.create(&json!({"resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.50"}]},
+        "subject": subject, "onsetDateTime": "2026-08-01"})).await;
+    let note_text = "Assessment: chronic low back pain.\nPlan: completed a supervised course of rehabilitation exercises for the low back as conservative care; no lasting relief.\n";
+    let note = ctx.create(&json!({"resourceType": "DocumentReference", "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+        "subject": subject, "date": "2026-11-01T10:00:00Z",
+        "content": [{"attachment": {"contentType": "text/plain",
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, note_text)}}]})).await;
+    let note = format!("DocumentReference/{}", note["id"].as_str().expect("id"));
+    let order = ctx
+        .create(
+            &json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72148"}]},
+        "subject": subject, "authoredOn": "2026-11-20"}),
+        )
+        .await;
+    let order = format!("ServiceRequest/{}", order["id"].as_str().expect("id"));
+    let before = standin_log().await.len();
+    let response = ctx
+        .post(
+            "Questionnaire/$populate",
+            &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "subject", "valueReference": {"reference": format!("Patient/{patient}")}},
+            {"name": "order", "valueReference": {"reference": order}}]}),
+        )
+        .header("x-purpose-of-use", "HPAYMT")
+        .send()
+        .await
+        .expect("populate");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let items = body["parameter"][0]["resource"]["item"]
+        .as_array()
+        .expect("items")
+        .clone();
+    let item = |link: &str| {
+        items
+            .iter()
+            .find(|i| i["linkId"] == link)
+            .cloned()
+            .expect("item")
+    };
+    let care = item("conservative-care-note");
+    let text = care["answer"][0]["valueString"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("rehabilitation exercises"), "{care}");
+    assert!(
+        !text.contains("24 sessions"),
+        "the fabricated count was removed: {care}"
+    );
+    let care_text = care.to_string();
+    assert!(care_text.contains("\"valueCode\":\"model\""), "{care}");
+    assert!(care_text.contains(&note), "cites the note: {care}");
+    // The phrase rules found nothing for red flags and the model had no answer: not found.
+    assert!(item("red-flags")["answer"].is_null());
+    // The calls reached Bedrock signed, and are recorded.
+    let log = standin_log().await;
+    assert!(
+        log[before..]
+            .iter()
+            .any(|r| r.to_string().contains("conservative care")),
+        "the model was asked"
+    );
+    let mut tx = ctx.store.begin(&ctx.tenant).await.expect("tx");
+    let removed: Vec<Option<i32>> = sqlx::query_scalar(
+        "SELECT removed FROM ai_invocations WHERE tenant_id = $1 AND prompt LIKE '%Documentation of conservative care tried%'",
+    )
+    .bind(ctx.tenant.as_str())
+    .fetch_all(tx.conn())
+    .await
+    .expect("invocations");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        removed,
+        vec![Some(1)],
+        "one recorded call, one sentence removed"
     );
 }

@@ -117,6 +117,21 @@ async fn every_advertised_interaction_is_routed() {
             ("Patient", "everything") => (ctx.get(&format!("Patient/{id}/$everything")), 200),
             ("Patient", "export") => (kick_off("Patient/$export".into()), 202),
             ("Group", "export") => (kick_off(format!("Group/{group}/$export")), 202),
+            ("Questionnaire", "populate") => {
+                let order = ctx
+                    .create(&json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                                    "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72148"}]},
+                                    "subject": {"reference": format!("Patient/{id}")}}))
+                    .await;
+                let body = json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "subject", "valueReference": {"reference": format!("Patient/{id}")}},
+                    {"name": "order", "valueReference": {"reference": format!("ServiceRequest/{}", order["id"].as_str().unwrap_or(""))}}]});
+                (
+                    ctx.post("Questionnaire/$populate", &body)
+                        .header("x-purpose-of-use", "HPAYMT"),
+                    200,
+                )
+            }
             other => panic!("no probe for advertised operation {other:?}"),
         };
         let status = request.send().await.expect("request").status().as_u16();

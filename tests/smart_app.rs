@@ -1027,3 +1027,281 @@ async fn launch_benchmark() {
         fhir.len(),
     );
 }
+
+/// The GLP-1 request's evidence in the EHR's chart (besides `seed_chart`'s diabetes and
+/// older HbA1c): a recent HbA1c, a coded metformin order with a 90-day supply, coverage
+/// with its payer, and the semaglutide order itself. No BMI (the draft says not found).
+async fn seed_glp1_request(ehr: &Ctx, chart: &Chart) -> String {
+    let subject = json!({"reference": format!("Patient/{}", chart.patient)});
+    ehr.create(&json!({
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4", "display": "Hemoglobin A1c"}]},
+        "subject": subject, "effectiveDateTime": "2026-11-05",
+        "valueQuantity": {"value": 7.9, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+    }))
+    .await;
+    ehr.create(&json!({
+        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "861004", "display": "metformin hydrochloride 1000 MG Oral Tablet"}]},
+        "subject": subject, "authoredOn": "2026-03-02",
+        "dispenseRequest": {"expectedSupplyDuration": {"value": 90, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}}
+    }))
+    .await;
+    let payer = ehr
+        .create(&json!({"resourceType": "Organization", "name": "Synthetic Health Plan", "active": true}))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ehr.create(&json!({
+        "resourceType": "Coverage", "status": "active", "subscriberId": "SHP-20931",
+        "beneficiary": subject, "payor": [{"reference": format!("Organization/{payer}")}]
+    }))
+    .await;
+    let order = ehr
+        .create(&json!({
+            "resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1991302", "display": "semaglutide"}]},
+            "subject": subject, "authoredOn": "2026-11-20",
+            "requester": {"reference": format!("Practitioner/{}", chart.practitioner)}
+        }))
+        .await;
+    order["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn a_clinician_reviews_approves_and_submits_a_prior_authorization_in_a_browser() {
+    let s = setup(3).await;
+    let order = seed_glp1_request(&s.ehr_tenant, &s.chart).await;
+    let payer = common::app::Payer::start();
+    hearth::store::set_tenant_prior_auth_settings(
+        &common::owner_pool().await,
+        &s.app.tenant,
+        &json!({"payerSubmitUrl": payer.base}),
+    )
+    .await
+    .expect("payer setting");
+    let ehr = registered(&s, json!({})).await;
+    let launch_url = format!(
+        "{}/app/launch?iss={}&launch=launch-a",
+        s.app.origin,
+        urlencode(&ehr.fhir_base)
+    );
+    let items = hearth::clinical::prior_auth::rules::by_id("glp1-type2-diabetes")
+        .expect("rule set")
+        .items()
+        .len();
+    let mut steps = vec![
+        json!({"name": "launch", "goto": launch_url}),
+        json!({"name": "summary", "expect_text": PATIENT_FAMILY}),
+        json!({"name": "nav", "click_text": "Prior authorization"}),
+        json!({"name": "orders", "expect_text": "Draft prior authorization"}),
+        json!({"name": "draft", "click_text": "Draft prior authorization"}),
+        json!({"name": "drafted", "expect_text": "Not found in the record"}),
+        // The reviewer corrects the first answer (the diagnosis) ...
+        json!({"name": "edit-value", "fill": "li.answer[data-review=pending] input[name=value]",
+               "value": "http://hl7.org/fhir/sid/icd-10-cm|E11.65"}),
+        json!({"name": "edit", "click": "li.answer[data-review=pending] form.edit button"}),
+    ];
+    // ... then takes each remaining one in turn: Accept where Hearth found an answer,
+    // Reject (leave unanswered) where it did not.
+    for i in 1..items {
+        steps.push(json!({"name": format!("review-{i}"), "click": "li.answer[data-review=pending] form.review button"}));
+    }
+    steps.extend([
+        json!({"name": "reviewed", "expect_text": "Approve request"}),
+        json!({"name": "approve", "click_text": "Approve request"}),
+        json!({"name": "approved", "expect_text": "Download the PAS request"}),
+        json!({"name": "submit", "click_text": "Submit to the payer"}),
+        json!({"name": "submitted", "expect_text": "Submitted to the payer: HTTP 200"}),
+    ]);
+    let result = browser(Value::Array(steps));
+    assert_eq!(result["ok"], true, "browser scenario failed: {result}");
+
+    // The draft showed cited evidence and an honest "not found" (no BMI on record).
+    let drafted = step(&result, "drafted")["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(drafted.contains("Not found in the record"), "{drafted}");
+    assert!(drafted.contains("7.9"), "the latest HbA1c: {drafted}");
+    assert!(drafted.contains("Evidence:"), "{drafted}");
+
+    // The payer received one PAS Bundle: the Claim first, the approved response with the
+    // reviewer's override, every referenced resource once.
+    let log = payer.log().await;
+    let requests = log.as_array().expect("log");
+    assert_eq!(requests.len(), 1, "{log}");
+    assert_eq!(requests[0]["path"], "/fhir/Claim/$submit");
+    let bundle = &requests[0]["body"];
+    assert_eq!(bundle["type"], "collection");
+    let entries = bundle["entry"].as_array().expect("entries");
+    let claim = &entries[0]["resource"];
+    assert_eq!(claim["resourceType"], "Claim");
+    assert_eq!(claim["use"], "preauthorization");
+    assert_eq!(
+        claim["patient"]["reference"],
+        format!("Patient/{}", s.chart.patient)
+    );
+    assert_eq!(
+        claim["item"][0]["productOrService"]["coding"][0]["code"],
+        "1991302"
+    );
+    assert!(
+        claim["insurer"]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Organization/"))
+    );
+    assert!(
+        claim["insurance"][0]["coverage"]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Coverage/"))
+    );
+    let full_urls: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["fullUrl"].as_str())
+        .collect();
+    let unique: std::collections::HashSet<&&str> = full_urls.iter().collect();
+    assert_eq!(
+        unique.len(),
+        full_urls.len(),
+        "each resource once: {full_urls:?}"
+    );
+    let present = |reference: &str| {
+        full_urls
+            .iter()
+            .any(|u| u.ends_with(&format!("/{reference}")))
+    };
+    for info in claim["supportingInfo"].as_array().expect("supportingInfo") {
+        let reference = info["valueReference"]["reference"]
+            .as_str()
+            .expect("reference");
+        assert!(present(reference), "{reference} is included");
+    }
+    for reference in [
+        &claim["insurer"],
+        &claim["provider"],
+        &claim["insurance"][0]["coverage"],
+    ] {
+        assert!(
+            present(reference["reference"].as_str().expect("reference")),
+            "{reference}"
+        );
+    }
+    assert!(
+        present(&format!("MedicationRequest/{order}")),
+        "the order is included"
+    );
+    let qr = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "QuestionnaireResponse")
+        .expect("the response");
+    assert_eq!(qr["status"], "completed");
+    let diagnosis = qr["item"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["linkId"] == "t2d-diagnosis"))
+        .expect("diagnosis item");
+    assert_eq!(diagnosis["answer"][0]["valueCoding"]["code"], "E11.65");
+    assert!(
+        diagnosis.to_string().contains("\"override\""),
+        "{diagnosis}"
+    );
+
+    // Every step is a version of the packet, and audited.
+    let mut tx = s.app.store.begin(&s.app.tenant).await.expect("tx");
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT e.action FROM prior_auth_events e WHERE e.tenant_id = $1 ORDER BY e.version",
+    )
+    .bind(s.app.tenant.as_str())
+    .fetch_all(tx.conn())
+    .await
+    .expect("versions");
+    tx.commit().await.expect("commit");
+    assert_eq!(actions.first().map(String::as_str), Some("drafted"));
+    assert_eq!(actions.get(1).map(String::as_str), Some("edited"));
+    assert!(
+        actions.contains(&"accepted".to_owned()) && actions.contains(&"rejected-answer".to_owned()),
+        "{actions:?}"
+    );
+    assert_eq!(&actions[actions.len() - 2..], ["approved", "submitted"]);
+    for event in [
+        "prior-auth-draft",
+        "prior-auth-review",
+        "prior-auth-decision",
+        "prior-auth-submit",
+    ] {
+        assert!(
+            !audit_events(&s.app, event).await.is_empty(),
+            "{event} audited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_prior_authorization_is_approved_only_when_reviewed_and_exported_only_when_approved() {
+    let s = setup(3).await;
+    let order = seed_glp1_request(&s.ehr_tenant, &s.chart).await;
+    let (_ehr, mut driver) = launched(&s, json!({})).await;
+    let base = format!("/app/patient/{}/prior-auth", s.chart.patient);
+    let page = driver.hearth_get(&base).await.text().await.expect("html");
+    let csrf = csrf_of(&page);
+    let drafted = driver
+        .hearth_post(
+            &format!("{base}/draft"),
+            &[
+                ("csrf", &csrf),
+                ("order", &format!("MedicationRequest/{order}")),
+            ],
+        )
+        .await;
+    assert_eq!(drafted.status(), 303);
+    let packet = location(&drafted);
+    // Nothing reviewed yet: approval refused, no export.
+    let refused = driver
+        .hearth_post(
+            &format!("{packet}/decision"),
+            &[("csrf", &csrf), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(
+        driver
+            .hearth_get(&format!("{packet}/bundle"))
+            .await
+            .status(),
+        409
+    );
+    // A forged form is refused.
+    let forged = driver
+        .hearth_post(
+            &format!("{packet}/review"),
+            &[
+                ("csrf", "not-the-token"),
+                ("link_id", "bmi-latest"),
+                ("action", "reject"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status(), 400);
+    // An edit that is not of the item's type is refused with the reason.
+    let bad = driver
+        .hearth_post(
+            &format!("{packet}/review"),
+            &[
+                ("csrf", &csrf),
+                ("link_id", "hba1c-latest"),
+                ("action", "edit"),
+                ("value", "high"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap_or_default()
+            .contains("answer a number")
+    );
+}

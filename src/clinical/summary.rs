@@ -352,22 +352,38 @@ pub async fn ask(
     question: &str,
 ) -> Result<Answer, SummaryError> {
     let record = patient_record(cx, patient_id).await?;
+    if let Some(answer) = ask_model(cx, patient_id, question).await? {
+        return Ok(answer);
+    }
+    Ok(extractive::answer(&record, question))
+}
+
+/// A question answered by Bedrock over retrieval, verified: only when the tenant's engine
+/// is Bedrock and it may be used now (configured, BAA declared, quota left). `None`
+/// otherwise, or when the call failed (the caller decides what stands in). The caller has
+/// checked that the patient is visible.
+pub async fn ask_model(
+    cx: &Context<'_>,
+    patient_id: &str,
+    question: &str,
+) -> Result<Option<Answer>, SummaryError> {
     let settings = settings_of(&cx.store.ai_settings(cx.tenant).await?);
-    if settings.engine.as_deref() == Some("bedrock")
-        && bedrock_refusal(cx, &settings).await?.is_none()
+    if settings.engine.as_deref() != Some("bedrock")
+        || bedrock_refusal(cx, &settings).await?.is_some()
     {
-        let chunks = retrieve(cx, patient_id, question, SOURCES).await?;
-        if let Ok((verified, _)) =
-            call_bedrock(cx, &settings, patient_id, Some(question), &chunks).await
-        {
-            return Ok(Answer {
+        return Ok(None);
+    }
+    let chunks = retrieve(cx, patient_id, question, SOURCES).await?;
+    Ok(
+        call_bedrock(cx, &settings, patient_id, Some(question), &chunks)
+            .await
+            .ok()
+            .map(|(verified, _)| Answer {
                 question: question.to_owned(),
                 not_found: verified.not_found || verified.statements.is_empty(),
                 statements: verified.statements,
-            });
-        }
-    }
-    Ok(extractive::answer(&record, question))
+            }),
+    )
 }
 
 /// The Bedrock summary, or (as `Err`) the notice of why the extractive one stands in.

@@ -35,6 +35,9 @@ pub const SYNC_QUERIES: &[(&str, &[(&str, &str)])] = &[
     ("DiagnosticReport", &[]),
     ("DocumentReference", &[]),
     ("CareTeam", &[]),
+    // Orders and insurance: what a prior authorization is drafted for, and to whom.
+    ("ServiceRequest", &[]),
+    ("Coverage", &[]),
 ];
 
 /// Attachments larger than this stay at the EHR (linked, not copied).
@@ -158,6 +161,28 @@ pub async fn sync_patient(
                 fatal = matches!(e, EhrError::Unauthorized);
                 report.problems.push(format!("{resource_type}: {e}"));
             }
+        }
+    }
+    // The payers a coverage names (a prior-authorization request is addressed to them):
+    // plain references to an Organization under the EHR's base, each read once.
+    let mut payers: Vec<String> = fetched
+        .iter()
+        .filter(|r| r["resourceType"] == "Coverage")
+        .flat_map(|r| r["payor"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| {
+            let id = p["reference"].as_str()?.strip_prefix("Organization/")?;
+            is_fhir_id(id).then(|| id.to_owned())
+        })
+        .collect();
+    payers.sort();
+    payers.dedup();
+    for id in payers {
+        if fatal {
+            break;
+        }
+        match client.read("Organization", &id).await {
+            Ok(org) => fetched.push(org),
+            Err(e) => report.problems.push(format!("Organization (payer): {e}")),
         }
     }
     // Notes: copy text attachments so the source view and summaries have them locally.

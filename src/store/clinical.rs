@@ -89,15 +89,15 @@ pub struct InvocationResult<'a> {
 }
 
 impl TenantTx {
-    /// Take (delete) up to `limit` queued changes, oldest first. Rows another indexer holds
-    /// are skipped, not waited for, so indexers work side by side; the rows return to the
-    /// queue if this transaction rolls back.
+    /// Take (delete) up to `limit` queued changes, oldest first. Two indexers may pick the
+    /// same rows; only one deletes (and so returns) each. (`FOR UPDATE SKIP LOCKED` would
+    /// need UPDATE on the outbox, which the app role does not have.)
     pub async fn take_outbox(&mut self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let tenant = self.tenant().as_str().to_owned();
         Ok(sqlx::query_as(
             "DELETE FROM clinical_outbox WHERE tenant_id = $1 AND seq IN (
                  SELECT seq FROM clinical_outbox WHERE tenant_id = $1
-                  ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+                  ORDER BY seq LIMIT $2)
              RETURNING resource_type, resource_id, version_id, deleted",
         )
         .bind(&tenant)

@@ -84,6 +84,55 @@ impl Drop for Ehr {
     }
 }
 
+/// A payer's PAS endpoint stand-in (`tests/peers/payer/payer.py`), stopped on drop.
+pub struct Payer {
+    child: Child,
+    /// Its FHIR base (`Claim/$submit` below it).
+    pub base: String,
+}
+
+impl Payer {
+    pub fn start() -> Payer {
+        let python = std::env::var("HEARTH_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/payer/payer.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start payer.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("READY line");
+        let base = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("payer.py did not start: {line:?}"))
+            .to_owned();
+        Payer { child, base }
+    }
+
+    /// Every request it received.
+    pub async fn log(&self) -> Value {
+        let origin = self.base.trim_end_matches("/fhir");
+        reqwest::get(format!("{origin}/_log"))
+            .await
+            .expect("payer log")
+            .json()
+            .await
+            .expect("payer log json")
+    }
+}
+
+impl Drop for Payer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What `seed_chart` wrote in the EHR's tenant.
 pub struct Chart {
     pub patient: String,

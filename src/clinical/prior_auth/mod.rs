@@ -214,17 +214,22 @@ pub async fn populate(
         order_date,
         organizations: &organizations,
     };
-    let items: Vec<Value> = rule_set
-        .items()
-        .iter()
-        .map(|item| {
-            let finding = rule_set
-                .evidence
-                .get(&item.link_id)
-                .and_then(|r| chart.evaluate(r));
-            response::item(item, finding.as_ref())
-        })
-        .collect();
+    let mut items: Vec<Value> = Vec::new();
+    for item in rule_set.items() {
+        let rule = rule_set.evidence.get(&item.link_id);
+        let mut finding = rule.and_then(|r| chart.evaluate(r));
+        let mut method = "rule";
+        // Free text the phrases missed: the tenant's model over the retrieved notes, its
+        // answer verified against its sources (only where Bedrock is the tenant's engine).
+        if finding.is_none()
+            && let Some(rule) = rule.filter(|r| r.kind == rules::RuleKind::Note)
+            && let Some(found) = from_model(&paying, patient_id, &item.text, rule).await?
+        {
+            finding = Some(found);
+            method = "model";
+        }
+        items.push(response::item(&item, finding.as_ref(), method));
+    }
     let response = response::questionnaire_response(
         &uuid::Uuid::new_v4().to_string(),
         rule_set,
@@ -254,6 +259,43 @@ pub async fn populate(
         response,
         record,
     })
+}
+
+/// A note item answered by the model: the first verified statement whose citations are
+/// all notes (DocumentReference, DiagnosticReport).
+async fn from_model(
+    cx: &Context<'_>,
+    patient_id: &str,
+    question: &str,
+    rule: &rules::Rule,
+) -> Result<Option<evidence::Finding>, PriorAuthError> {
+    let Some(answer) = super::summary::ask_model(cx, patient_id, question).await? else {
+        return Ok(None);
+    };
+    if answer.not_found {
+        return Ok(None);
+    }
+    let Some(statement) = answer.statements.into_iter().find(|s| {
+        !s.citations.is_empty()
+            && s.flagged.is_none()
+            && s.citations.iter().all(|c| {
+                c.reference.starts_with("DocumentReference/")
+                    || c.reference.starts_with("DiagnosticReport/")
+            })
+    }) else {
+        return Ok(None);
+    };
+    let value = match rule.answer {
+        rules::AnswerKind::Exists => AnswerValue::Boolean(true),
+        rules::AnswerKind::Excerpt => AnswerValue::Text(statement.text),
+        _ => return Ok(None),
+    };
+    Ok(Some(evidence::Finding {
+        value,
+        citations: statement.citations,
+        // A model's reading of free text, verified against its sources: the reviewer checks it.
+        confidence: 0.6,
+    }))
 }
 
 /// The patient's active coverages, read under the payment purpose.

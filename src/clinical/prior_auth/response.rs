@@ -18,6 +18,9 @@ pub const EVIDENCE: &str = "http://hearth.health/fhir/StructureDefinition/eviden
 pub const CONFIDENCE: &str = "http://hearth.health/fhir/StructureDefinition/confidence";
 pub const NOT_FOUND: &str = "http://hearth.health/fhir/StructureDefinition/not-found";
 pub const REVIEW: &str = "http://hearth.health/fhir/StructureDefinition/review";
+/// How an automatic answer was found: `rule` (a rule over the record) or `model` (Bedrock
+/// over retrieved notes, verified).
+pub const EXTRACTED_BY: &str = "http://hearth.health/fhir/StructureDefinition/extracted-by";
 /// What an unanswered item says.
 pub const NOT_FOUND_TEXT: &str = "not found in the record";
 /// The author of automatic answers.
@@ -102,8 +105,9 @@ pub fn origin_extension(source: &str, author: &str) -> Value {
     ]})
 }
 
-/// One item as extracted: answered with evidence, or not found.
-pub fn item(item: &Item, finding: Option<&Finding>) -> Value {
+/// One item as extracted (`method`: `rule` or `model`): answered with evidence, or not
+/// found.
+pub fn item(item: &Item, finding: Option<&Finding>, method: &str) -> Value {
     match finding {
         Some(f) => {
             let mut answer = answer_value(&item.item_type, &f.value);
@@ -115,6 +119,7 @@ pub fn item(item: &Item, finding: Option<&Finding>) -> Value {
                 "extension": [
                     origin_extension("auto", HEARTH_DEVICE),
                     {"url": CONFIDENCE, "valueDecimal": f.confidence},
+                    {"url": EXTRACTED_BY, "valueCode": method},
                     {"url": REVIEW, "valueCode": "pending"},
                 ],
                 "answer": [answer],
