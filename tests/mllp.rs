@@ -556,3 +556,30 @@ async fn a_failed_message_is_replayed_after_the_feed_is_fixed() {
         e[0]["period"]
     );
 }
+
+/// A lab feed's results for a patient registered another way (REST here) attach to that
+/// Patient: no second patient with the same MRN.
+#[tokio::test]
+async fn results_attach_to_the_patient_already_registered_with_the_identifier() {
+    let h = harness().await;
+    let registered = h
+        .ctx
+        .create(&serde_json::json!({"resourceType": "Patient", "name": [{"family": "Registered"}],
+            "identifier": [{"system": "urn:hearth:hl7v2:assigning-authority:SYNTH_HOSP", "value": "MRN10001"}]}))
+        .await;
+    let id = registered["id"].as_str().expect("id").to_owned();
+    let results = send(h.port, &["oru_r01.hl7"]);
+    assert_ack(&results[0], "oru_r01.hl7", "AA");
+    let patient = patient_by_mrn(&h.ctx, "MRN10001").await;
+    assert_eq!(
+        patient["id"],
+        id.as_str(),
+        "the same Patient, not a second one"
+    );
+    let observations = search(&h.ctx, &format!("Observation?patient={id}&_count=50")).await;
+    assert!(
+        observations.len() >= 8,
+        "the results are the registered patient's: {}",
+        observations.len()
+    );
+}

@@ -38,32 +38,16 @@ fn cases() -> Vec<(String, Value)> {
 /// An MLLP listener for the context's tenant, for the cases' lab feed (MSH-3 LAB, MSH-4
 /// HEARTH).
 fn lab_listener(ctx: &Ctx) -> (hearth::hl7v2::service::MllpService, u16) {
-    use hearth::config::{FeedConfig, MllpListenerConfig};
-    let mut config = hearth::config::Config::default();
-    config.database.url = Some(common::env("DATABASE_URL"));
-    config.database.max_connections = 4;
-    config.server.public_base_url = ctx.origin.clone();
-    config.mllp.listeners.push(MllpListenerConfig {
-        name: "lab".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        tenant: ctx.tenant.to_string(),
-        tls: None,
-        max_frame_bytes: 1024 * 1024,
-        idle_timeout_secs: 30,
-        feeds: vec![FeedConfig {
+    common::peer::listener_for(
+        ctx,
+        hearth::config::FeedConfig {
             name: "lab".into(),
             sending_application: Some("LAB".into()),
             sending_facility: Some("HEARTH".into()),
             time_zone: Some("America/New_York".into()),
-            ..FeedConfig::default()
-        }],
-    });
-    let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
-    let service = hearth::hl7v2::service::start(&config, metrics)
-        .expect("start mllp")
-        .expect("a listener");
-    let port = service.addresses[0].1.port();
-    (service, port)
+            ..hearth::config::FeedConfig::default()
+        },
+    )
 }
 
 /// Write the case's record: resources in order (PUT with their ids), then its HL7 v2

@@ -12,12 +12,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::AppError;
-use super::http::{PagePolicy, see_other};
-use super::pages::{
-    self, Chrome, PacketItem, PacketLink, PacketPage, PriorAuthList, PriorAuthOrder, SessionChrome,
-};
+use super::http::see_other;
+use super::pages::{self, PacketItem, PacketLink, PacketPage, PriorAuthList, PriorAuthOrder};
 use super::render;
 use super::session::{ActiveSession, for_patient};
+use super::views::{Frame, ehr_label};
 use crate::access::{OwnedSubject, Visibility};
 use crate::audit::{AuditAction, AuditOutcome, AuditRecord};
 use crate::auth::Interaction;
@@ -67,39 +66,6 @@ fn refused(e: PriorAuthError) -> AppError {
         PriorAuthError::Conflict(r) => (StatusCode::CONFLICT, r),
     };
     AppError::PriorAuth { status, message }
-}
-
-struct Frame {
-    policy: PagePolicy,
-    ehr: String,
-}
-
-impl Frame {
-    fn new(session: &ActiveSession) -> Frame {
-        Frame {
-            policy: PagePolicy::new(&session.registration.frame_ancestors),
-            ehr: format!(
-                "{} ({})",
-                session.registration.name, session.registration.iss
-            ),
-        }
-    }
-
-    fn chrome<'a>(&'a self, title: &'a str, session: &'a ActiveSession, idle: u64) -> Chrome<'a> {
-        Chrome {
-            title,
-            nonce: &self.policy.nonce,
-            style: None,
-            session: Some(SessionChrome {
-                patient_id: &session.row.patient_id,
-                banner: None,
-                user_display: session.row.user_display.as_deref(),
-                inactivity_secs: idle,
-                csrf: &session.row.csrf,
-                ehr_name: &self.ehr,
-            }),
-        }
-    }
 }
 
 fn base_path(pid: &str) -> String {
@@ -185,10 +151,12 @@ pub async fn list(
         .collect();
     crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
-    let frame = Frame::new(&session);
+    let frame = Frame::new(&session, None);
+    let ehr = ehr_label(&session);
     let chrome = frame.chrome(
         "Prior authorization",
         &session,
+        &ehr,
         state.config.app.idle_timeout_secs,
     );
     let view = PriorAuthList {
@@ -261,6 +229,24 @@ pub async fn draft(
     crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
     Ok(see_other(&format!("{}/{id}", base_path(&pid))).finish())
+}
+
+/// Write the packet's next version and, in the same transaction, its audit row
+/// (event, action, outcome).
+async fn record_change(
+    tx: &mut TenantTx,
+    session: &ActiveSession,
+    packet: &PacketRow,
+    change: &PacketChange<'_>,
+    (event, action, outcome): (&'static str, AuditAction, AuditOutcome),
+) -> Result<(), AppError> {
+    tx.update_prior_auth_packet(packet.id, packet.version, change)
+        .await?;
+    let mut rec = record(session, event, action);
+    rec.entities = vec![format!("prior-auth/{}", packet.id)];
+    rec.outcome = outcome;
+    crate::audit::record(tx, &rec).await?;
+    Ok(())
 }
 
 /// The packet of this session's patient, locked for a change (or not).
@@ -424,10 +410,12 @@ pub async fn packet(
             .collect(),
         back_href: base_path(&pid),
     };
-    let frame = Frame::new(&session);
+    let frame = Frame::new(&session, None);
+    let ehr = ehr_label(&session);
     let chrome = frame.chrome(
         "Prior authorization",
         &session,
+        &ehr,
         state.config.app.idle_timeout_secs,
     );
     Ok(frame
@@ -478,9 +466,10 @@ pub async fn review(
         Review::Edit(_) => "edited",
         Review::Reject => "rejected-answer",
     };
-    tx.update_prior_auth_packet(
-        packet.id,
-        packet.version,
+    record_change(
+        &mut tx,
+        &session,
+        &packet,
         &PacketChange {
             actor: &who,
             action,
@@ -491,11 +480,13 @@ pub async fn review(
             claim: None,
             submission: None,
         },
+        (
+            "prior-auth-review",
+            AuditAction::Update,
+            AuditOutcome::Success,
+        ),
     )
     .await?;
-    let mut rec = record(&session, "prior-auth-review", AuditAction::Update);
-    rec.entities = vec![format!("prior-auth/{}", packet.id)];
-    crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
     Ok(see_other(&format!(
         "{}/{}#item-{}",
@@ -629,9 +620,10 @@ pub async fn decision(
         }
         _ => return Err(AppError::BadForm),
     };
-    tx.update_prior_auth_packet(
-        packet.id,
-        packet.version,
+    record_change(
+        &mut tx,
+        &session,
+        &packet,
         &PacketChange {
             actor: &who,
             action: status,
@@ -642,11 +634,13 @@ pub async fn decision(
             claim: claim.as_ref(),
             submission: None,
         },
+        (
+            "prior-auth-decision",
+            AuditAction::Update,
+            AuditOutcome::Success,
+        ),
     )
     .await?;
-    let mut rec = record(&session, "prior-auth-decision", AuditAction::Update);
-    rec.entities = vec![format!("prior-auth/{}", packet.id)];
-    crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
     Ok(see_other(&format!("{}/{}", base_path(&pid), packet.id)).finish())
 }
@@ -671,9 +665,10 @@ pub async fn bundle(
             "only an approved request can be exported".into(),
         )));
     };
-    tx.update_prior_auth_packet(
-        packet.id,
-        packet.version,
+    record_change(
+        &mut tx,
+        &session,
+        &packet,
         &PacketChange {
             actor: &who,
             action: "exported",
@@ -684,11 +679,13 @@ pub async fn bundle(
             claim: None,
             submission: None,
         },
+        (
+            "prior-auth-export",
+            AuditAction::Read,
+            AuditOutcome::Success,
+        ),
     )
     .await?;
-    let mut rec = record(&session, "prior-auth-export", AuditAction::Read);
-    rec.entities = vec![format!("prior-auth/{}", packet.id)];
-    crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
@@ -770,9 +767,10 @@ pub async fn submit(
     });
     let accepted = (200..300).contains(&http_status);
     let status = if accepted { "submitted" } else { "approved" };
-    tx.update_prior_auth_packet(
-        packet.id,
-        packet.version,
+    record_change(
+        &mut tx,
+        &session,
+        &packet,
         &PacketChange {
             actor: &who,
             action: if accepted {
@@ -787,14 +785,17 @@ pub async fn submit(
             claim: None,
             submission: Some(&submission),
         },
+        (
+            "prior-auth-submit",
+            AuditAction::Execute,
+            if accepted {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::MinorFailure
+            },
+        ),
     )
     .await?;
-    let mut rec = record(&session, "prior-auth-submit", AuditAction::Execute);
-    rec.entities = vec![format!("prior-auth/{}", packet.id)];
-    if !accepted {
-        rec.outcome = AuditOutcome::MinorFailure;
-    }
-    crate::audit::record(&mut tx, &rec).await?;
     tx.commit().await?;
     Ok(see_other(&format!("{}/{}", base_path(&pid), packet.id)).finish())
 }

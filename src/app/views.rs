@@ -59,14 +59,14 @@ fn subject(
 }
 
 /// What the session pages share: the policy (nonce, frame ancestors) and the chrome parts.
-struct Frame {
-    policy: PagePolicy,
+pub(super) struct Frame {
+    pub(super) policy: PagePolicy,
     style: Option<SmartStyle>,
     banner: Option<PatientBanner>,
 }
 
 impl Frame {
-    fn new(session: &ActiveSession, patient: Option<&Value>) -> Frame {
+    pub(super) fn new(session: &ActiveSession, patient: Option<&Value>) -> Frame {
         Frame {
             policy: PagePolicy::new(&session.registration.frame_ancestors),
             style: session.row.smart_style.as_ref().map(SmartStyle::from_json),
@@ -76,7 +76,7 @@ impl Frame {
         }
     }
 
-    fn chrome<'a>(
+    pub(super) fn chrome<'a>(
         &'a self,
         title: &'a str,
         session: &'a ActiveSession,
@@ -99,7 +99,7 @@ impl Frame {
     }
 }
 
-fn ehr_label(session: &ActiveSession) -> String {
+pub(super) fn ehr_label(session: &ActiveSession) -> String {
     format!(
         "{} ({})",
         session.registration.name, session.registration.iss

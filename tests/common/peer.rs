@@ -78,7 +78,24 @@ pub fn assert_ack(result: &Value, file: &str, code: &str) {
 /// An MLLP listener for `ctx`'s tenant accepting the synthetic fixtures' sender
 /// (SYNTH_EHR / SYNTH_HOSP, America/New_York); stop it with `stop()`.
 pub fn synth_adt_listener(ctx: &super::Ctx) -> (hearth::hl7v2::service::MllpService, u16) {
-    use hearth::config::{FeedConfig, MllpListenerConfig};
+    listener_for(
+        ctx,
+        hearth::config::FeedConfig {
+            name: "synth".into(),
+            sending_application: Some("SYNTH_EHR".into()),
+            sending_facility: Some("SYNTH_HOSP".into()),
+            time_zone: Some("America/New_York".into()),
+            ..hearth::config::FeedConfig::default()
+        },
+    )
+}
+
+/// An MLLP listener for `ctx`'s tenant accepting `feed`; stop it with `stop()`.
+pub fn listener_for(
+    ctx: &super::Ctx,
+    feed: hearth::config::FeedConfig,
+) -> (hearth::hl7v2::service::MllpService, u16) {
+    use hearth::config::MllpListenerConfig;
     let mut config = hearth::config::Config::default();
     config.database.url = Some(super::env("DATABASE_URL"));
     config.database.max_connections = 4;
@@ -90,13 +107,7 @@ pub fn synth_adt_listener(ctx: &super::Ctx) -> (hearth::hl7v2::service::MllpServ
         tls: None,
         max_frame_bytes: 1024 * 1024,
         idle_timeout_secs: 30,
-        feeds: vec![FeedConfig {
-            name: "synth".into(),
-            sending_application: Some("SYNTH_EHR".into()),
-            sending_facility: Some("SYNTH_HOSP".into()),
-            time_zone: Some("America/New_York".into()),
-            ..FeedConfig::default()
-        }],
+        feeds: vec![feed],
     });
     let metrics = std::sync::Arc::new(hearth::ops::Metrics::new().expect("metrics"));
     let service = hearth::hl7v2::service::start(&config, metrics)
