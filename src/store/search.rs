@@ -832,6 +832,17 @@ impl TenantTx {
                 sql.push(")");
             }
             sql.push(")");
+            if sorts.is_empty() {
+                // The same bound on the joined versions: the planner does not carry it across
+                // the join, and a merge join would otherwise read every version of the type
+                // before the cursor (each page as costly as all before it).
+                sql.push(if c.forward {
+                    " AND v.id > "
+                } else {
+                    " AND v.id < "
+                });
+                sql.bind_text(&c.id);
+            }
         }
         sql.push(" ORDER BY ");
         for (expr, _, descending) in &sorts {
