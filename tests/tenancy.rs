@@ -67,6 +67,8 @@ const ALL_TABLES: &[&str] = &[
     "ai_usage",
     "bulk_jobs",
     "bulk_files",
+    "prior_auth_packets",
+    "prior_auth_events",
 ];
 
 #[tokio::test]
