@@ -697,22 +697,17 @@ pub async fn bundle(
         .body(claim.to_string()))
 }
 
-#[derive(Deserialize)]
-pub struct SubmitForm {
-    csrf: String,
-}
-
 /// `POST .../prior-auth/{packet}/submit`: send the approved PAS Bundle to the tenant's
 /// payer endpoint (`Claim/$submit`) and keep its answer.
 pub async fn submit(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    form: web::Form<SubmitForm>,
+    form: web::Form<super::session::CsrfForm>,
 ) -> Result<HttpResponse, AppError> {
     let (pid, id) = path.into_inner();
     let session = for_patient(&req, &state, &pid).await?;
-    super::session::check_csrf(&session, &form.csrf)?;
+    form.check(&session)?;
     let who = actor(&session);
     let settings = state.store.prior_auth_settings(&session.tenant).await?;
     let Some(base) = settings["payerSubmitUrl"]
