@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Third-party test peers: the PyPI `hl7` package (its MLLP client drives tests/peers/
-# mllp_send.py), installed into the project-local venv; the npm packages of
+# mllp_send.py) and `moto` (an S3 server for the export tests), installed into the
+# project-local venv; the npm packages of
 # tests/peers/smart (oidc-provider, jose, playwright-core) installed from its
 # package-lock.json; and Debian's chromium for the browser tests (playwright-core never
 # downloads a browser).
@@ -9,7 +10,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=$ROOT/.hearth/venv
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV" >&2
-if ! "$VENV/bin/python" -c 'import hl7.mllp' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import hl7.mllp, moto.server' 2>/dev/null; then
     echo "peers.sh: installing test peers (tests/peers/requirements.txt)" >&2
     "$VENV/bin/pip" install -q -r "$ROOT/tests/peers/requirements.txt" >&2
 fi

@@ -46,6 +46,20 @@ pub struct BulkConfig {
     pub pause_between_pages_ms: u64,
     /// How often the exporter looks for work.
     pub poll_interval_ms: u64,
+    /// HEARTH_BULK_S3_BUCKET: finished files go to this bucket (SSE-KMS) instead of
+    /// staying in `dir`; credentials from the AWS_* environment variables.
+    pub s3_bucket: Option<String>,
+    /// HEARTH_BULK_S3_REGION.
+    pub s3_region: Option<String>,
+    /// HEARTH_BULK_S3_ENDPOINT_URL: a VPC endpoint (or a local stand-in in tests).
+    pub s3_endpoint_url: Option<String>,
+    /// HEARTH_BULK_S3_KMS_KEY_ID: the customer-managed key (else the bucket's default).
+    pub s3_kms_key_id: Option<String>,
+    /// HEARTH_BULK_S3_PREFIX: key prefix (e.g. `exports/`).
+    pub s3_prefix: String,
+    /// Fixed credentials for a stand-in; not settable from a file or the environment.
+    #[serde(skip)]
+    pub s3_stand_in_credentials: Option<(String, String)>,
 }
 
 impl Default for BulkConfig {
@@ -59,6 +73,12 @@ impl Default for BulkConfig {
             lease_secs: 60,
             pause_between_pages_ms: 0,
             poll_interval_ms: 1000,
+            s3_bucket: None,
+            s3_region: None,
+            s3_endpoint_url: None,
+            s3_kms_key_id: None,
+            s3_prefix: String::new(),
+            s3_stand_in_credentials: None,
         }
     }
 }
@@ -496,6 +516,21 @@ impl Config {
         }
         if let Some(v) = var("HEARTH_BULK_PAGE_SIZE") {
             self.bulk.page_size = parsed("HEARTH_BULK_PAGE_SIZE", v)?;
+        }
+        if let Some(v) = var("HEARTH_BULK_S3_BUCKET") {
+            self.bulk.s3_bucket = Some(v);
+        }
+        if let Some(v) = var("HEARTH_BULK_S3_REGION") {
+            self.bulk.s3_region = Some(v);
+        }
+        if let Some(v) = var("HEARTH_BULK_S3_ENDPOINT_URL") {
+            self.bulk.s3_endpoint_url = Some(v);
+        }
+        if let Some(v) = var("HEARTH_BULK_S3_KMS_KEY_ID") {
+            self.bulk.s3_kms_key_id = Some(v);
+        }
+        if let Some(v) = var("HEARTH_BULK_S3_PREFIX") {
+            self.bulk.s3_prefix = v;
         }
         if let Some(v) = var("HEARTH_BULK_PAUSE_MS") {
             self.bulk.pause_between_pages_ms = parsed("HEARTH_BULK_PAUSE_MS", v)?;

@@ -12,6 +12,7 @@
 //! again, so each resource is written once.
 
 pub mod output;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -445,7 +446,16 @@ pub async fn run_exporter(state: Arc<AppState>) {
         for tenant in tenants {
             match state.store.take_expired_bulk_jobs(&tenant).await {
                 Ok(expired) => {
-                    for id in expired {
+                    for (id, locations) in expired {
+                        if let Ok(Some(s3)) = s3::S3Target::from_config(&config) {
+                            for location in locations {
+                                if let Err(e) =
+                                    s3.delete(&s3.key(tenant.as_str(), id, &location)).await
+                                {
+                                    tracing::warn!(tenant = %tenant, job = %id, error = %e, "exporter: cannot remove an expired file from S3");
+                                }
+                            }
+                        }
                         if let Err(e) = output::remove_job(&config.dir, &tenant, id).await {
                             tracing::warn!(tenant = %tenant, job = %id, error = %e, "exporter: cannot remove an expired job's files");
                         }
@@ -512,6 +522,23 @@ async fn run_job(
     };
     let mut exported = job.exported;
     let pause = Duration::from_millis(config.pause_between_pages_ms);
+    let s3 = s3::S3Target::from_config(config)?;
+    // A finished part goes to S3 before the progress moves past it (a resumed job uploads
+    // it again: the PUT replaces the object). Local copies stay until the job completes, so
+    // a resume can still cut back the part it was writing.
+    let upload = |part: PartWriter, files: &[BulkFileRow]| {
+        let location = part.location(files);
+        let s3 = s3.clone();
+        let key = location.map(|l| (tenant.as_str().to_owned(), l));
+        async move {
+            let path = part.finish().await?;
+            if let (Some(s3), Some((tenant, location))) = (s3, key) {
+                s3.put_file(&s3.key(&tenant, job.id, &location), &path)
+                    .await?;
+            }
+            Ok::<(), OutputError>(())
+        }
+    };
     while let Some(resource_type) = job.types.get(job.type_index as usize).cloned() {
         let Some(mut query) = page_query(&job, &level, &resource_type, &subject, config.page_size)?
         else {
@@ -549,7 +576,7 @@ async fn run_job(
                     };
                     if part.bytes() >= config.max_file_bytes {
                         part.record(&mut files);
-                        part.finish().await?;
+                        upload(part, &files).await?;
                         part = PartWriter::next_part(
                             &config.dir,
                             tenant,
@@ -568,6 +595,9 @@ async fn run_job(
             }
             let next = page.next.clone();
             let done_with_type = next.is_none();
+            if done_with_type && let Some(w) = writer.take() {
+                upload(w, &files).await?;
+            }
             let (type_index, token) = if done_with_type {
                 (job.type_index + 1, None)
             } else {
@@ -604,14 +634,14 @@ async fn run_job(
                 tokio::time::sleep(pause).await;
             }
         }
-        if let Some(w) = writer {
-            w.finish().await?;
-        }
     }
     let mut tx = state.store.begin(tenant).await?;
     tx.finish_bulk_job(job.id, "completed", None, config.retention_secs)
         .await?;
     tx.commit().await?;
+    if s3.is_some() {
+        output::remove_job(&config.dir, tenant, job.id).await?;
+    }
     tracing::info!(tenant = %tenant, job = %job.id, exported, "export job completed");
     Ok(())
 }

@@ -21,6 +21,9 @@ pub enum OutputError {
     /// server running exports shares.
     #[error("export output: a file of the job is missing from the export directory")]
     Lost,
+    /// S3 refused or could not be reached (the reason, never a key or a body).
+    #[error("export output: {0}")]
+    S3(&'static str),
     /// A stored location that is not one Hearth writes (never followed).
     #[error("export output: unexpected file location")]
     BadLocation,
@@ -66,6 +69,7 @@ pub async fn remove_job(root: &Path, tenant: &TenantId, job: Uuid) -> Result<(),
 /// One part being appended to.
 pub struct PartWriter {
     file: BufWriter<File>,
+    path: PathBuf,
     /// Index of this part's row in the job's file list.
     row: usize,
     lines: i64,
@@ -102,6 +106,7 @@ impl PartWriter {
                 file.seek(std::io::SeekFrom::Start(saved)).await?;
                 Ok(PartWriter {
                     file: BufWriter::with_capacity(1 << 16, file),
+                    path,
                     row: files.len() - 1,
                     lines: last.lines,
                     bytes: saved,
@@ -143,6 +148,7 @@ impl PartWriter {
         });
         Ok(PartWriter {
             file: BufWriter::with_capacity(1 << 16, file),
+            path,
             row: files.len() - 1,
             lines: 0,
             bytes: 0,
@@ -187,7 +193,13 @@ impl PartWriter {
         }
     }
 
-    pub async fn finish(mut self) -> Result<(), OutputError> {
-        self.sync().await
+    /// Make the part durable and close it; its path (for the upload).
+    pub async fn finish(mut self) -> Result<PathBuf, OutputError> {
+        self.sync().await?;
+        Ok(self.path)
+    }
+
+    pub fn location(&self, files: &[BulkFileRow]) -> Option<String> {
+        files.get(self.row).map(|f| f.location.clone())
     }
 }

@@ -267,6 +267,27 @@ pub async fn file(
         n.entities = vec![format!("bulk-export/{id}/{}", file.location)];
         n.query = Some(job.request_url.clone());
     });
+    let length = u64::try_from(file.bytes).unwrap_or(0);
+    // In S3 (configured): streamed from there, never held whole.
+    if let Some(s3) = bulk::s3::S3Target::from_config(&state.config.bulk).map_err(|e| {
+        tracing::warn!(error = %e, "export files: S3 not usable");
+        FhirError::internal()
+    })? {
+        let stored = s3
+            .get(&s3.key(auth.tenant().as_str(), id, &file.location))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "export file unreadable from S3");
+                FhirError::internal()
+            })?;
+        let body = futures_util::TryStreamExt::map_err(stored.bytes_stream(), |_| {
+            std::io::Error::other("S3 stream interrupted")
+        });
+        return Ok(HttpResponse::Ok()
+            .content_type("application/fhir+ndjson")
+            .no_chunking(length)
+            .streaming(body));
+    }
     let path = bulk::output::file_path(&state.config.bulk.dir, auth.tenant(), id, &file.location)
         .map_err(|_| FhirError::internal())?;
     let handle = tokio::fs::File::open(&path).await.map_err(|e| {

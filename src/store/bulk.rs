@@ -212,17 +212,24 @@ impl Store {
     }
 
     /// Ended jobs past their expiry: their rows (and their files' rows) are deleted; the
-    /// ids are returned for the caller to remove the files.
-    pub async fn take_expired_bulk_jobs(&self, tenant: &TenantId) -> Result<Vec<Uuid>, StoreError> {
+    /// ids and file locations are returned for the caller to remove the files.
+    pub async fn take_expired_bulk_jobs(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(Uuid, Vec<String>)>, StoreError> {
         let mut tx = self.begin(tenant).await?;
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "DELETE FROM bulk_jobs WHERE tenant_id = $1 AND expires_at < now() RETURNING id",
+        // The outer query reads the files as they were before the delete cascaded.
+        let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM bulk_jobs WHERE tenant_id = $1 AND expires_at < now() RETURNING id)
+             SELECT g.id, coalesce(array_agg(f.location) FILTER (WHERE f.location IS NOT NULL), '{}')
+               FROM gone g LEFT JOIN bulk_files f ON f.tenant_id = $1 AND f.job_id = g.id
+              GROUP BY g.id",
         )
         .bind(tenant.as_str())
         .fetch_all(tx.conn())
         .await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(rows)
     }
 }
 
