@@ -108,53 +108,11 @@ async fn client(ctx: &Ctx, id: &str, scopes: &str, extra: &[&str]) -> Client {
 
 /// Kick off an export at `path` (e.g. `$export?_type=Patient`); the status URL.
 async fn kick_off(ctx: &Ctx, client: &Client, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut request = ctx
-        .client
-        .get(ctx.url(path))
-        .bearer_auth(&client.token)
-        .header("accept", "application/fhir+json")
-        .header("prefer", "respond-async");
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("kick-off");
-    assert_eq!(response.status(), 202, "kick-off {path}");
-    response.headers()["content-location"]
-        .to_str()
-        .expect("content-location")
-        .to_owned()
+    common::export_kick_off(ctx, &client.token, path, headers).await
 }
 
-/// Poll the status URL until the manifest; the manifest and whether a 202 with
-/// `X-Progress` and `Retry-After` was seen first.
 async fn wait_manifest(ctx: &Ctx, client: &Client, status_url: &str) -> (Value, bool) {
-    let started = Instant::now();
-    let mut saw_progress = false;
-    loop {
-        let response = ctx
-            .client
-            .get(status_url)
-            .bearer_auth(&client.token)
-            .send()
-            .await
-            .expect("status");
-        match response.status().as_u16() {
-            202 => {
-                saw_progress |= response.headers().contains_key("x-progress")
-                    && response.headers().contains_key("retry-after");
-            }
-            200 => return (response.json().await.expect("manifest"), saw_progress),
-            other => panic!(
-                "status answered {other}: {}",
-                response.text().await.unwrap_or_default()
-            ),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the export did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::export_manifest(ctx, &client.token, status_url).await
 }
 
 /// Every output file downloaded and parsed: resources by type (each line must parse).

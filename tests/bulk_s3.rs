@@ -111,38 +111,9 @@ async fn export_files_go_to_s3_encrypted_with_the_key_and_are_served_from_there(
         .expect("transaction");
     assert_eq!(response.status(), 200);
 
-    let response = ctx
-        .get("$export")
-        .header("prefer", "respond-async")
-        .send()
-        .await
-        .expect("kick-off");
-    assert_eq!(response.status(), 202);
-    let status_url = response.headers()["content-location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let status_url = common::export_kick_off(&ctx, &ctx.token, "$export", &[]).await;
     let job = status_url.rsplit('/').next().expect("job").to_owned();
-    let started = Instant::now();
-    let manifest: Value = loop {
-        let r = ctx
-            .client
-            .get(&status_url)
-            .bearer_auth(&ctx.token)
-            .send()
-            .await
-            .expect("poll");
-        match r.status().as_u16() {
-            200 => break r.json().await.expect("manifest"),
-            202 => {}
-            other => panic!("status {other}: {}", r.text().await.unwrap_or_default()),
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "export did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (manifest, _) = common::export_manifest(&ctx, &ctx.token, &status_url).await;
 
     // The objects are in the bucket, under the tenant and job, encrypted with the key.
     let state: Value = http

@@ -275,3 +275,59 @@ pub async fn search_resources(ctx: &Ctx, query: &str) -> Vec<Value> {
         .map(|e| e["resource"].clone())
         .collect()
 }
+
+/// Kick off a Bulk Data export at `path` with `token` (and more headers); the status URL.
+pub async fn export_kick_off(
+    ctx: &Ctx,
+    token: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut request = ctx
+        .client
+        .get(ctx.url(path))
+        .bearer_auth(token)
+        .header("accept", "application/fhir+json")
+        .header("prefer", "respond-async");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("kick-off");
+    assert_eq!(response.status(), 202, "kick-off {path}");
+    response.headers()["content-location"]
+        .to_str()
+        .expect("content-location")
+        .to_owned()
+}
+
+/// Poll an export's status URL until the manifest; the manifest and whether a 202 with
+/// `X-Progress` and `Retry-After` was seen first.
+pub async fn export_manifest(ctx: &Ctx, token: &str, status_url: &str) -> (Value, bool) {
+    let started = std::time::Instant::now();
+    let mut saw_progress = false;
+    loop {
+        let response = ctx
+            .client
+            .get(status_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("status");
+        match response.status().as_u16() {
+            202 => {
+                saw_progress |= response.headers().contains_key("x-progress")
+                    && response.headers().contains_key("retry-after");
+            }
+            200 => return (response.json().await.expect("manifest"), saw_progress),
+            other => panic!(
+                "status answered {other}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the export did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
