@@ -34,13 +34,7 @@ fn payment_subject(
     session: &ActiveSession,
     policy: std::sync::Arc<crate::access::AccessPolicy>,
 ) -> OwnedSubject {
-    OwnedSubject {
-        principal: session.principal(),
-        policy,
-        specialties: Vec::new(),
-        purpose: PAYMENT_PURPOSE.to_owned(),
-        local_base: state.fhir_base(&session.tenant),
-    }
+    prior_auth::payment_subject(&super::views::subject(state, session, policy))
 }
 
 /// Who acts: the user's fhirUser reference (or the session).
@@ -453,14 +447,8 @@ pub async fn review(
     let packet = own_packet(&mut tx, &session, &id, true).await?;
     let rule_set = rules::by_id(&packet.rule_set).ok_or(AppError::NotFound)?;
     let mut response = packet.response.clone();
-    prior_auth::apply_review(
-        &mut response,
-        &form.link_id,
-        &review,
-        &who,
-        &prior_auth::item_types(rule_set),
-    )
-    .map_err(refused)?;
+    prior_auth::apply_review(&mut response, &form.link_id, &review, &who, rule_set)
+        .map_err(refused)?;
     let action = match review {
         Review::Accept => "accepted",
         Review::Edit(_) => "edited",
@@ -509,32 +497,19 @@ async fn claim_resources(
     cx: &Context<'_>,
     packet: &PacketRow,
 ) -> Result<(RecordEntry, Vec<RecordEntry>), AppError> {
-    let mut wanted: Vec<String> = prior_auth::cited_references(&packet.response);
-    wanted.push(format!("Patient/{}", packet.patient_id));
+    // What the caller may still read goes in; anything else is left out of the claim.
     let read = |reference: String| async move {
         let (t, id) = reference.split_once('/')?;
-        let stored = cx.store.read(cx.tenant, t, id).await.ok()?;
-        let decision = cx.subject.decide(t, Interaction::Read).ok()?;
-        if let Visibility::Filtered(f) = &decision.visibility
-            && !cx
-                .store
-                .visible_ids(cx.tenant, t, std::slice::from_ref(&stored.id), f)
-                .await
-                .ok()?
-                .contains(&stored.id)
-        {
-            return None;
-        }
-        Some(RecordEntry {
-            resource_type: stored.resource_type,
-            id: stored.id,
-            version_id: stored.version_id,
-            resource: serde_json::from_str(stored.content.as_deref()?).ok()?,
-        })
+        prior_auth::read_as(cx, cx.subject, t, id)
+            .await
+            .ok()
+            .flatten()
     };
     let order = read(packet.order_ref.clone())
         .await
         .ok_or(AppError::NotFound)?;
+    let mut wanted: Vec<String> = prior_auth::cited_references(&packet.response);
+    wanted.push(format!("Patient/{}", packet.patient_id));
     if let Some(r) = order.resource["requester"]["reference"].as_str() {
         wanted.push(r.to_owned());
     }
@@ -542,14 +517,14 @@ async fn claim_resources(
         .await
         .map_err(refused)?;
     for c in &coverage {
-        wanted.push(c.reference());
         if let Some(p) = c.resource["payor"][0]["reference"].as_str() {
             wanted.push(p.to_owned());
         }
     }
+    wanted.retain(|r| !coverage.iter().any(|c| &c.reference() == r));
     wanted.sort();
     wanted.dedup();
-    let mut resources = Vec::new();
+    let mut resources = coverage;
     for reference in wanted {
         if let Some(e) = read(reference).await {
             resources.push(e);

@@ -44,7 +44,7 @@ const SUMMARY_TYPES: &[&str] = &[
 const PER_GROUP: u32 = 100;
 
 /// The session as the access decision's caller.
-fn subject(
+pub(super) fn subject(
     state: &AppState,
     session: &ActiveSession,
     policy: std::sync::Arc<access::AccessPolicy>,

@@ -310,14 +310,15 @@ pub async fn kick_off(
             .decide("Group", Interaction::Read)
             .map_err(|d| BulkError::Forbidden(d.0))?
             .visibility;
-        let found = match visibility {
-            Visibility::All => state.store.read(tenant, "Group", group).await.map(|_| true),
-            Visibility::Filtered(f) => state
-                .store
-                .visible_ids(tenant, "Group", std::slice::from_ref(group), &f)
-                .await
-                .map(|ids| ids.contains(group)),
+        let filter = match &visibility {
+            Visibility::All => None,
+            Visibility::Filtered(f) => Some(f),
         };
+        let found = state
+            .store
+            .read_visible(tenant, "Group", group, filter)
+            .await
+            .map(|(_, visible)| visible);
         match found {
             Ok(true) => {}
             Ok(false) | Err(StoreError::NotFound | StoreError::Gone(_)) => {
@@ -603,6 +604,12 @@ async fn run_job(
             } else {
                 (job.type_index, next.clone())
             };
+            // Only this type's parts changed: earlier types' rows are already saved.
+            let changed: Vec<BulkFileRow> = files
+                .iter()
+                .filter(|f| f.resource_type == resource_type)
+                .cloned()
+                .collect();
             let mut tx = state.store.begin(tenant).await?;
             let still_ours = tx
                 .save_bulk_progress(
@@ -612,7 +619,7 @@ async fn run_job(
                         page_token: token.as_deref(),
                         exported,
                     },
-                    &files,
+                    &changed,
                     config.lease_secs,
                 )
                 .await?;

@@ -135,17 +135,18 @@ async fn everything(
     }
     // The patient must be readable: 403 (or 404, per policy) before anything else.
     let patient_visibility = auth.visibility("Patient", Interaction::Read)?;
-    let patient_seen = match &patient_visibility {
-        Visibility::All => match state.store.read(&tenant, "Patient", &patient).await {
-            Ok(_) => true,
-            Err(StoreError::NotFound | StoreError::Gone(_)) => false,
-            Err(e) => return Err(e.into()),
-        },
-        Visibility::Filtered(f) => state
-            .store
-            .visible_ids(&tenant, "Patient", std::slice::from_ref(&patient), f)
-            .await?
-            .contains(&patient),
+    let filter = match &patient_visibility {
+        Visibility::All => None,
+        Visibility::Filtered(f) => Some(f),
+    };
+    let patient_seen = match state
+        .store
+        .read_visible(&tenant, "Patient", &patient, filter)
+        .await
+    {
+        Ok((_, visible)) => visible,
+        Err(StoreError::NotFound | StoreError::Gone(_)) => false,
+        Err(e) => return Err(e.into()),
     };
     if !patient_seen {
         return Err(FhirError::not_found("resource not found"));

@@ -752,6 +752,21 @@ impl Store {
         Ok(hidden)
     }
 
+    /// [`TenantTx::read_visible`] in its own transaction: the current version and whether
+    /// `access` lets the caller see it, in one statement.
+    pub async fn read_visible(
+        &self,
+        tenant: &TenantId,
+        resource_type: &str,
+        id: &str,
+        access: Option<&AccessFilter>,
+    ) -> Result<(StoredVersion, bool), StoreError> {
+        let mut tx = self.begin(tenant).await?;
+        let (stored, visible, _) = tx.read_visible(resource_type, id, access, &[]).await?;
+        tx.commit().await?;
+        Ok((stored, visible))
+    }
+
     /// [`TenantTx::visible_ids`] in its own transaction.
     pub async fn visible_ids(
         &self,

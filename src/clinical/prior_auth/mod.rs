@@ -64,13 +64,11 @@ pub fn payment_subject(subject: &OwnedSubject) -> OwnedSubject {
     }
 }
 
-/// An extraction: its rule set, the order, the response and what it read.
+/// An extraction: its rule set, the order and the response.
 pub struct Draft {
     pub rule_set: &'static RuleSet,
     pub order: RecordEntry,
     pub response: Value,
-    /// The record the answers were taken from (for the claim's resources).
-    pub record: Vec<RecordEntry>,
 }
 
 /// The order's codings (ServiceRequest.code, MedicationRequest.medicationCodeableConcept).
@@ -94,8 +92,9 @@ fn order_codes(order: &RecordEntry) -> Vec<Code> {
         .collect()
 }
 
-/// Read one resource if `subject` may: `Ok(None)` when it does not exist.
-async fn read_as(
+/// Read one resource if `subject` may: `Ok(None)` when it does not exist, `Forbidden`
+/// when it is outside the caller's access (decided in the reading statement).
+pub async fn read_as(
     cx: &Context<'_>,
     subject: &OwnedSubject,
     resource_type: &str,
@@ -104,27 +103,24 @@ async fn read_as(
     let decision = subject
         .decide(resource_type, Interaction::Read)
         .map_err(|d| PriorAuthError::Forbidden(d.0))?;
-    let stored = match cx.store.read(cx.tenant, resource_type, id).await {
-        Ok(v) => v,
+    let filter = match &decision.visibility {
+        Visibility::All => None,
+        Visibility::Filtered(f) => Some(f),
+    };
+    let stored = match cx
+        .store
+        .read_visible(cx.tenant, resource_type, id, filter)
+        .await
+    {
+        Ok((v, true)) => v,
+        Ok((_, false)) => {
+            return Err(PriorAuthError::Forbidden(format!(
+                "{resource_type}/{id} is outside the caller's access"
+            )));
+        }
         Err(StoreError::NotFound | StoreError::Gone(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if let Visibility::Filtered(f) = &decision.visibility
-        && !cx
-            .store
-            .visible_ids(
-                cx.tenant,
-                resource_type,
-                std::slice::from_ref(&stored.id),
-                f,
-            )
-            .await?
-            .contains(&stored.id)
-    {
-        return Err(PriorAuthError::Forbidden(format!(
-            "{resource_type}/{id} is outside the caller's access"
-        )));
-    }
     let resource = serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
         .map_err(|_| StoreError::Corrupt("resource content is not JSON"))?;
     Ok(Some(RecordEntry {
@@ -238,26 +234,10 @@ pub async fn populate(
         items,
         &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    let mut record = record;
-    for (reference, _) in &organizations {
-        if let Some(id) = reference.strip_prefix("Organization/")
-            && let Ok(Some(org)) = read_as(&paying, &subject, "Organization", id).await
-        {
-            record.push(org);
-        }
-    }
-    if let Some(id) = order.resource["requester"]["reference"]
-        .as_str()
-        .and_then(|r| r.strip_prefix("Practitioner/"))
-        && let Ok(Some(p)) = read_as(&paying, &subject, "Practitioner", id).await
-    {
-        record.push(p);
-    }
     Ok(Draft {
         rule_set,
         order,
         response,
-        record,
     })
 }
 
@@ -380,18 +360,20 @@ pub fn apply_review(
     link_id: &str,
     review: &Review,
     reviewer: &str,
-    item_types: &[(String, String)],
+    rule_set: &RuleSet,
 ) -> Result<(), PriorAuthError> {
     if response["status"] != "in-progress" {
         return Err(PriorAuthError::Conflict(
             "the packet is no longer a draft".into(),
         ));
     }
-    let item_type = item_types
-        .iter()
-        .find(|(l, _)| l == link_id)
-        .map(|(_, t)| t.as_str())
+    let item_type = rule_set
+        .items()
+        .into_iter()
+        .find(|i| i.link_id == link_id)
+        .map(|i| i.item_type)
         .ok_or_else(|| PriorAuthError::BadRequest(format!("no item {link_id}")))?;
+    let item_type = item_type.as_str();
     let item = response["item"]
         .as_array_mut()
         .and_then(|items| items.iter_mut().find(|i| i["linkId"] == link_id))
@@ -451,15 +433,6 @@ pub fn approval_blockers(response: &Value, rule_set: &RuleSet) -> Vec<String> {
         }
     }
     blockers
-}
-
-/// The item types of a rule set, for [`apply_review`].
-pub fn item_types(rule_set: &RuleSet) -> Vec<(String, String)> {
-    rule_set
-        .items()
-        .into_iter()
-        .map(|i| (i.link_id, i.item_type))
-        .collect()
 }
 
 /// Every resource a response's answers cite.
